@@ -1,0 +1,32 @@
+//! # rgnn-runtime — running models
+//!
+//! Reads model and graph files ([`Model`], [`Graph`]; safetensors, every tensor validated),
+//! resolves a graph against a model's metadata, builds the program and runs it on a backend
+//! ([`Session`]). Holds the level-1 reference [`interpreter`], the project's oracle, and the
+//! [`backend::Backend`] trait with its implementations.
+//!
+//! ```no_run
+//! use rgnn_runtime::{BackendKind, Graph, Model, Session};
+//! let model = Model::load("rgcn.model.safetensors")?;
+//! let graph = Graph::load("graph.graph.safetensors")?;
+//! let mut session = Session::new(&model, &graph, BackendKind::Cpu)?;
+//! let out = session.run()?;
+//! println!("{:?}", out.get("out").unwrap().shape);
+//! # Ok::<(), rgnn_runtime::RuntimeError>(())
+//! ```
+
+pub mod backend;
+mod error;
+pub mod graph;
+pub mod interpreter;
+pub mod io;
+mod model;
+mod session;
+mod tensor;
+
+pub use backend::BackendKind;
+pub use error::{Result, RuntimeError};
+pub use graph::Graph;
+pub use model::Model;
+pub use session::{compile_for_graph, program_without_graph, Outputs, Session};
+pub use tensor::Tensor;

@@ -1,0 +1,108 @@
+//! A session: a model compiled for one graph on one backend, ready to run repeatedly.
+
+use crate::backend::{select_backend, BackendKind, Executable};
+use crate::graph::{ExecGraph, Graph};
+use crate::model::Model;
+use crate::{Result, RuntimeError, Tensor};
+use rgnn_models::{build_program, HgtInChannels, InputSpec, LayerKind, ModelConfig};
+use rgnn_ir::Program;
+
+/// Named outputs of a run: `out`, or `out.<node_type>` per node type.
+#[derive(Clone, Debug)]
+pub struct Outputs {
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+impl Outputs {
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+    /// Write as a safetensors file (F32).
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        crate::io::write_tensors(path, &self.tensors, None)
+    }
+}
+
+fn has_hetero_layers(config: &ModelConfig) -> bool {
+    config.layers.iter().any(|l| matches!(l.kind, LayerKind::Hgt(_)))
+}
+
+/// The level-1 program of `model` for `graph`, and the flat graph it runs on.
+pub fn compile_for_graph(model: &Model, graph: &Graph) -> Result<(Program, ExecGraph)> {
+    let (spec, exec) = graph.resolve(model.config.metadata.as_ref(), has_hetero_layers(&model.config))?;
+    let program = build_program(&model.config, &model.weight_shapes(), &spec).map_err(|source| RuntimeError::Model { path: model.source.clone(), source })?;
+    Ok((program, exec))
+}
+
+/// The level-1 program of `model` for the input its first layer declares (no graph needed):
+/// node features of `in_channels`, every node type with features, or a pair state.
+pub fn program_without_graph(model: &Model) -> Result<Program> {
+    let c = &model.config;
+    let first = &c.layers[0];
+    let spec = match &first.kind {
+        LayerKind::Rgcn(l) => InputSpec::Nodes { width: Some(l.in_channels) },
+        LayerKind::Rgat(l) => InputSpec::Nodes { width: Some(l.in_channels) },
+        LayerKind::RelGraphConv(l) => InputSpec::Nodes { width: Some(l.in_feat) },
+        LayerKind::Pivotal(l) => InputSpec::Pairs { width: l.embed_dim },
+        LayerKind::Hgt(l) => {
+            let meta = c.metadata.as_ref().ok_or_else(|| RuntimeError::Invalid("HGTConv needs `metadata` in the model config".into()))?;
+            let widths = meta
+                .node_types
+                .iter()
+                .map(|t| match &l.in_channels {
+                    HgtInChannels::All(n) => Some(*n),
+                    HgtInChannels::PerType(m) => m.get(t).copied(),
+                })
+                .collect();
+            InputSpec::TypedNodes { widths, edge_types_present: vec![true; meta.edge_types.len()] }
+        }
+    };
+    build_program(c, &model.weight_shapes(), &spec).map_err(|source| RuntimeError::Model { path: model.source.clone(), source })
+}
+
+/// A model prepared for one graph on one backend.
+pub struct Session {
+    program: Program,
+    exec: Box<dyn Executable>,
+    backend: &'static str,
+    device: String,
+    /// Pair graphs: outputs are reshaped to `[B, N, N, C]`.
+    pair_shape: Option<(usize, usize)>,
+}
+
+impl Session {
+    /// Build the program for this graph, evaluate parameters, and hand both to the backend.
+    pub fn new(model: &Model, graph: &Graph, backend: BackendKind) -> Result<Self> {
+        let backend = select_backend(backend)?;
+        let (program, exec_graph) = compile_for_graph(model, graph)?;
+        let params = crate::interpreter::eval_params(&program, &model.weights)?;
+        let pair_shape = exec_graph.pair.as_ref().map(|(b, n, _)| (*b, *n));
+        let exec = backend.prepare(&program, params, exec_graph)?;
+        Ok(Session { program, exec, backend: backend.name(), device: backend.device(), pair_shape })
+    }
+
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+    pub fn peak_bytes(&self) -> usize {
+        self.exec.peak_bytes()
+    }
+
+    /// One forward pass.
+    pub fn run(&mut self) -> Result<Outputs> {
+        let mut tensors = self.exec.run()?;
+        if let Some((b, n)) = self.pair_shape {
+            for (_, t) in tensors.iter_mut() {
+                let c = t.rows_width().1;
+                t.shape = vec![b, n, n, c];
+            }
+        }
+        Ok(Outputs { tensors })
+    }
+}
