@@ -1,0 +1,4 @@
+//! `rgnn demo` (filled in below).
+pub fn run() -> Result<(), rgnn_runtime::RuntimeError> {
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The `rgnn` command line: `run`, `inspect`, `bench`, `demo` (see the README).
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use rgnn::{BackendKind, Graph, Model, Session};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "rgnn", version, about = "Inference runtime for relational graph neural networks (RGCN, RGAT, HGT, FloydNet)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    Auto,
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+impl From<Backend> for BackendKind {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Auto => BackendKind::Auto,
+            Backend::Cpu => BackendKind::Cpu,
+            Backend::Wgpu => BackendKind::Wgpu,
+            Backend::Cuda => BackendKind::Cuda,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Dtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    Wgsl,
+    Cuda,
+    Ptx,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model on a graph and write the outputs.
+    Run {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        graph: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: Backend,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+    },
+    /// Show what a model computes (and, with a graph, how it will run).
+    Inspect {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        graph: Option<PathBuf>,
+        /// Print the level-1 program.
+        #[arg(long)]
+        ir: bool,
+        /// Print the level-2 kernel plan.
+        #[arg(long)]
+        plan: bool,
+        /// Print the memory plan.
+        #[arg(long)]
+        memory: bool,
+        /// Print generated kernel source.
+        #[arg(long, value_enum)]
+        emit: Option<Emit>,
+        /// Target architecture for --emit cuda/ptx.
+        #[arg(long, default_value = "sm_80")]
+        arch: String,
+    },
+    /// Time the whole forward pass (after warm-up).
+    Bench {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        graph: PathBuf,
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: Backend,
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+        /// Write the timings as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Run the embedded demo: an RGCN link predictor trained with PyG on the Kinships graph.
+    Demo,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli.command) {
+        // One paragraph: the error and its causes, joined.
+        let mut msg = e.to_string();
+        for cause in e.chain().skip(1) {
+            msg.push_str(": ");
+            msg.push_str(&cause.to_string());
+        }
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}
+
+fn load(model: &PathBuf, graph: &PathBuf) -> Result<(Model, Graph)> {
+    let m = Model::load(model).with_context(|| format!("loading model {}", model.display()))?;
+    for w in &m.config.warnings {
+        eprintln!("warning: {w}");
+    }
+    let g = Graph::load(graph).with_context(|| format!("loading graph {}", graph.display()))?;
+    Ok((m, g))
+}
+
+fn check_dtype(dtype: Dtype, session: &Session) -> Result<()> {
+    if dtype != Dtype::F32 && session.backend() == "cpu" {
+        bail!("the cpu backend computes in f32; --dtype f16/bf16 needs a GPU backend (wgpu or cuda)");
+    }
+    Ok(())
+}
+
+fn dispatch(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Run { model, graph, out, backend, dtype } => {
+            let (m, g) = load(&model, &graph)?;
+            let mut s = Session::new(&m, &g, backend.into())?;
+            check_dtype(dtype, &s)?;
+            let t = Instant::now();
+            let outputs = s.run()?;
+            let secs = t.elapsed().as_secs_f64();
+            outputs.save(&out)?;
+            let shapes: Vec<String> = outputs.tensors.iter().map(|(n, t)| format!("{n} {:?}", t.shape)).collect();
+            eprintln!("{} on {}: {} in {:.3} s -> {}", m.config.model, s.device(), shapes.join(", "), secs, out.display());
+        }
+        Command::Inspect { model, graph, ir, plan, memory, emit, arch: _ } => {
+            let m = Model::load(&model).with_context(|| format!("loading model {}", model.display()))?;
+            for w in &m.config.warnings {
+                eprintln!("warning: {w}");
+            }
+            if plan || memory || emit.is_some() {
+                bail!("--plan, --memory and --emit need the level-2 compiler, which this build does not have yet; --ir is available");
+            }
+            let program = match &graph {
+                Some(g) => {
+                    let g = Graph::load(g).with_context(|| format!("loading graph {}", g.display()))?;
+                    println!("# graph: {}", g.summary());
+                    rgnn::runtime::compile_for_graph(&m, &g)?.0
+                }
+                None => rgnn::runtime::program_without_graph(&m)?,
+            };
+            let layers: Vec<String> = m.config.layers.iter().map(|l| l.label()).collect();
+            println!("# model {:?}: {}", m.config.model, layers.join(", "));
+            if ir || !(plan || memory) {
+                print!("{program}");
+            }
+        }
+        Command::Bench { model, graph, backend, reps, json } => {
+            if reps == 0 {
+                bail!("--reps must be at least 1");
+            }
+            let (m, g) = load(&model, &graph)?;
+            let mut s = Session::new(&m, &g, backend.into())?;
+            s.run()?; // warm-up
+            let mut times = vec![];
+            for _ in 0..reps {
+                let t = Instant::now();
+                s.run()?;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(|a, b| a.total_cmp(b));
+            let median = if reps % 2 == 1 { times[reps / 2] } else { 0.5 * (times[reps / 2 - 1] + times[reps / 2]) };
+            let report = serde_json::json!({
+                "backend": s.backend(), "device": s.device(), "reps": reps,
+                "median_s": median, "min_s": times[0], "max_s": times[reps - 1], "peak_bytes": s.peak_bytes(),
+                "model": m.config.model, "graph": g.summary(),
+            });
+            println!("{} on {}: median {:.4} s (min {:.4}, max {:.4}) over {reps} reps", m.config.model, s.device(), median, times[0], times[reps - 1]);
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        Command::Demo => rgnn::demo::run()?,
+    }
+    Ok(())
+}
