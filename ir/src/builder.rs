@@ -16,7 +16,7 @@ use crate::{Domain, Endpoint, IrError, NodeTypeId, ParamDef, ParamExpr, ParamId,
 /// let y = b.aggregate(m, Reduce::Sum, Domain::Node(None)).unwrap();
 /// b.output("out", y).unwrap();
 /// let program = b.finish();
-/// assert_eq!(program.ops().len(), 5);
+/// assert_eq!(program.ops().len(), 4); // input, gather, linear, aggregate
 /// ```
 #[derive(Default)]
 pub struct ProgramBuilder {
@@ -451,5 +451,113 @@ impl ProgramBuilder {
         }
         self.p.outputs.push((name.to_string(), v));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_input(b: &mut ProgramBuilder, width: usize) -> ValueId {
+        b.input("x", Domain::Node(None), Shape::flat(width)).unwrap()
+    }
+
+    #[test]
+    fn linear_checks_input_and_output_widths() {
+        let mut b = ProgramBuilder::new();
+        let x = node_input(&mut b, 4);
+        let w = b.load_param("w", &[1, 1, 4, 6]).unwrap();
+        assert!(b.linear(x, w, WeightSelect::Shared, Shape::flat(6)).is_ok());
+        let err = b.linear(x, w, WeightSelect::Shared, Shape::flat(5)).unwrap_err().to_string();
+        assert!(err.contains("output 1x5 does not match weight [1, 1, 4, 6]"), "{err}");
+        let y = node_input(&mut b, 3);
+        let err = b.linear(y, w, WeightSelect::Shared, Shape::flat(6)).unwrap_err().to_string();
+        assert!(err.contains("input width 3"), "{err}");
+    }
+
+    #[test]
+    fn per_relation_weights_need_relation_rows() {
+        let mut b = ProgramBuilder::new();
+        let x = node_input(&mut b, 2);
+        let w = b.load_param("w", &[3, 1, 2, 2]).unwrap();
+        let err = b.linear(x, w, WeightSelect::Relation, Shape::flat(2)).unwrap_err().to_string();
+        assert!(err.contains("per-relation weights need edge or compact rows, not node"), "{err}");
+        let e = b.gather(x, Endpoint::Src).unwrap();
+        let m = b.linear(e, w, WeightSelect::Relation, Shape::flat(2)).unwrap();
+        assert_eq!(b.info(m).domain, Domain::Edge);
+        let err = b.linear(e, w, WeightSelect::Shared, Shape::flat(2)).unwrap_err().to_string();
+        assert!(err.contains("shared weight needs a leading axis of 1"), "{err}");
+    }
+
+    #[test]
+    fn block_diagonal_weights() {
+        let mut b = ProgramBuilder::new();
+        let x = b.input("x", Domain::Node(None), Shape::new(4, 2)).unwrap();
+        let w = b.load_param("w", &[1, 4, 2, 3]).unwrap();
+        let y = b.linear(x, w, WeightSelect::Shared, Shape::new(4, 3)).unwrap();
+        assert_eq!(b.info(y).shape.width(), 12);
+    }
+
+    #[test]
+    fn domains_must_agree() {
+        let mut b = ProgramBuilder::new();
+        let x = node_input(&mut b, 2);
+        let e = b.gather(x, Endpoint::Dst).unwrap();
+        assert!(b.add(x, e).unwrap_err().to_string().contains("operands on node and edge"));
+        assert!(b.gather(e, Endpoint::Src).unwrap_err().to_string().contains("expected node"));
+        assert!(b.edge_softmax(x, SoftmaxGroup::Dst).is_err());
+        assert!(b.aggregate(x, Reduce::Sum, Domain::Node(None)).is_err());
+        assert!(b.pair_transpose(x).unwrap_err().to_string().contains("expected pair"));
+    }
+
+    #[test]
+    fn broadcasting_is_per_head_or_per_row() {
+        let mut b = ProgramBuilder::new();
+        let x = b.input("x", Domain::Pair, Shape::new(2, 3)).unwrap();
+        let s = b.input("s", Domain::Pair, Shape::new(2, 1)).unwrap();
+        let t = b.input("t", Domain::Pair, Shape::new(3, 1)).unwrap();
+        assert!(b.mul(x, s).is_ok());
+        assert!(b.mul(x, t).unwrap_err().to_string().contains("does not broadcast"));
+    }
+
+    #[test]
+    fn param_algebra_shapes() {
+        let mut b = ProgramBuilder::new();
+        let bases = b.load_param("bases", &[2, 3, 4]).unwrap();
+        let coeff = b.load_param("coeff", &[5, 2]).unwrap();
+        let w = b.basis_compose(coeff, bases).unwrap();
+        assert_eq!(b.param_shape(w), &[5, 3, 4]);
+        let bad = b.load_param("bad", &[5, 3]).unwrap();
+        assert!(b.basis_compose(bad, bases).is_err());
+        let p = b.permute_param(w, &[2, 0, 1]).unwrap();
+        assert_eq!(b.param_shape(p), &[4, 5, 3]);
+        assert!(b.permute_param(w, &[0, 0, 1]).is_err());
+        assert!(b.reshape_param(w, &[7]).is_err());
+        let s = b.stack_params(&[coeff, coeff]).unwrap();
+        assert_eq!(b.param_shape(s), &[2, 5, 2]);
+    }
+
+    #[test]
+    fn outputs_are_unique_and_printed() {
+        let mut b = ProgramBuilder::new();
+        let x = node_input(&mut b, 2);
+        let y = b.unary(x, Activation::Gelu).unwrap();
+        b.output("out", y).unwrap();
+        assert_eq!(b.output("out", x).unwrap_err(), IrError::DuplicateOutput("out".into()));
+        let text = b.finish().to_text();
+        assert!(text.contains("%1 = unary gelu x : node[1x2]"), "{text}");
+        assert!(text.contains("out = %1"), "{text}");
+    }
+
+    #[test]
+    fn node_types_must_be_declared() {
+        let mut b = ProgramBuilder::new();
+        assert!(b.input("x.a", Domain::Node(Some(NodeTypeId(0))), Shape::flat(2)).is_err());
+        b.set_node_types(vec!["a".into(), "b".into()]);
+        let a = b.input("x.a", Domain::Node(Some(NodeTypeId(0))), Shape::flat(2)).unwrap();
+        let all = b.concat_node_types(vec![(NodeTypeId(0), a)]).unwrap();
+        assert_eq!(b.info(all).domain, Domain::Node(None));
+        let back = b.select_node_type(all, NodeTypeId(1)).unwrap();
+        assert_eq!(b.info(back).domain, Domain::Node(Some(NodeTypeId(1))));
     }
 }
