@@ -35,7 +35,7 @@ import sys
 import time
 import warnings
 import zipfile
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -78,8 +78,9 @@ def _parse_triples(text: str) -> List[Tuple[str, str, str]]:
     return out
 
 
-def load_raw_triples(args) -> Dict[str, List[Tuple[str, str, str]]]:
-    """Read the three splits from a PyKEEN wheel (file, or directory holding one) or a directory."""
+def load_raw_triples(args) -> Tuple[Dict[str, List[Tuple[str, str, str]]], str]:
+    """Read the three splits from a PyKEEN wheel (file, or directory holding one) or a directory;
+    also return a short name of the source."""
     if args.data_dir:
         raw = {}
         for s in SPLITS:
@@ -209,6 +210,7 @@ def seed_everything(seed: int) -> None:
 
 
 def train(args, num_entities, num_relations, triples, tails_of):
+    """Full-batch training; returns the encoder and decoder of the best validation checkpoint."""
     train_t = triples["train"]
     full_ei, full_et = graph_from_triples(train_t, num_relations)
 

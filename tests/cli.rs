@@ -1,0 +1,81 @@
+//! The command line as a user meets it: exit codes, outputs on disk, one-paragraph errors.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn rgnn(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rgnn")).args(args).output().expect("rgnn runs")
+}
+
+fn fixture(case: &str, kind: &str) -> String {
+    fixtures_dir().join(format!("{case}.{kind}.safetensors")).display().to_string()
+}
+
+#[test]
+fn run_writes_outputs_that_match_the_reference() {
+    let out = std::env::temp_dir().join(format!("rgnn-cli-{}.safetensors", std::process::id()));
+    for case in ["rgat_mul_across_h2_d3", "hgt_h4", "floyd_pre_ln"] {
+        let o = rgnn(&["run", "--model", &fixture(case, "model"), "--graph", &fixture(case, "graph"), "--out", out.to_str().unwrap(), "--backend", "cpu"]);
+        assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
+        let got = rgnn::runtime::io::TensorFile::open(&out).unwrap();
+        for (name, want) in expected(case) {
+            let g = got.floats(&name).unwrap();
+            assert_eq!(g.shape, want.shape, "{case} {name}");
+            assert!(rel_err(&g.data, &want.data) <= 1e-5, "{case} {name}");
+        }
+    }
+}
+
+#[test]
+fn inspect_prints_the_level1_program_of_every_fixture_model() {
+    for case in fixture_cases() {
+        let o = rgnn(&["inspect", "--model", &fixture(&case, "model"), "--ir"]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(text.contains("params:") && text.contains("values:") && text.contains("outputs:"), "{case}: {text}");
+    }
+    let o = rgnn(&["inspect", "--model", &fixture("hgt_h1", "model"), "--graph", &fixture("hgt_h1", "graph"), "--ir"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("edge_softmax") && text.contains("gated_skip") && text.contains("# graph:"), "{text}");
+}
+
+#[test]
+fn errors_are_one_paragraph_with_nonzero_exit() {
+    let o = rgnn(&["run", "--model", "/nonexistent/m.safetensors", "--graph", "g", "--out", "o"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("error: loading model /nonexistent/m.safetensors"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let o = rgnn(&["run", "--model", &fixture("rgcn_mean", "model"), "--graph", &fixture("hgt_h1", "graph"), "--out", "/tmp/x"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("heterogeneous graph needs `metadata`"), "{err}");
+
+    let o = rgnn(&["run", "--model", &fixture("rgcn_mean", "model"), "--graph", &fixture("rgcn_mean", "graph"), "--out", "/tmp/x", "--backend", "cuda"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("backend `cuda` is not available"));
+}
+
+#[test]
+fn bench_writes_json() {
+    let json = std::env::temp_dir().join(format!("rgnn-bench-{}.json", std::process::id()));
+    let o = rgnn(&["bench", "--model", &fixture("rgcn_mean", "model"), "--graph", &fixture("rgcn_mean", "graph"), "--backend", "cpu", "--reps", "3", "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in ["backend", "device", "reps", "median_s", "min_s", "max_s", "peak_bytes"] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    assert_eq!(v["reps"], 3);
+    assert!(v["min_s"].as_f64().unwrap() <= v["median_s"].as_f64().unwrap());
+}
+
+#[test]
+fn demo_needs_no_arguments_and_reports_a_metric() {
+    let o = rgnn(&["demo"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("MRR") && text.contains("Hits@10") && text.contains("inference"), "{text}");
+}
