@@ -94,7 +94,9 @@ pub fn compute() -> Result<DemoReport, RuntimeError> {
     let (entities, relations) = (names("entities"), names("relations"));
     let meta_f = |key: &str| task.metadata.get(key).and_then(|s| s.parse::<f64>().ok());
     let reference_metrics = match (meta_f("pyg_mrr"), meta_f("pyg_hits_at_1"), meta_f("pyg_hits_at_10")) {
-        (Some(mrr), Some(h1), Some(h10)) => Some(Metrics { mrr, hits_at_1: h1, hits_at_3: meta_f("pyg_hits_at_3").unwrap_or(f64::NAN), hits_at_10: h10 }),
+        (Some(mrr), Some(h1), Some(h10)) => {
+            Some(Metrics { mrr, hits_at_1: h1, hits_at_3: meta_f("pyg_hits_at_3").unwrap_or(f64::NAN), hits_at_10: h10 })
+        }
         _ => None,
     };
 
@@ -105,7 +107,8 @@ pub fn compute() -> Result<DemoReport, RuntimeError> {
         let s = tail_scores(&z, &rel, h, r);
         let mut cand: Vec<usize> = (0..s.len()).filter(|&c| c == t || !known.contains(&[h, r, c])).collect();
         cand.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
-        let top: Vec<String> = cand.iter().take(3).map(|&c| format!("{}{}", name(&entities, c, "entity"), if c == t { " ✓" } else { "" })).collect();
+        let top: Vec<String> =
+            cand.iter().take(3).map(|&c| format!("{}{}", name(&entities, c, "entity"), if c == t { " ✓" } else { "" })).collect();
         let rank = 1 + cand.iter().position(|&c| c == t).unwrap_or(cand.len());
         lines.push(format!(
             "  {:>9} --{:<6}--> ?   top 3: {:<40} true answer {} at rank {rank}",
@@ -124,9 +127,15 @@ pub fn run() -> Result<(), RuntimeError> {
     let r = compute()?;
     println!("rgnn demo — link prediction on Kinships (104 people, 25 kinship terms; Denham's Alyawarra data)");
     println!("model: 2-layer R-GCN encoder (featureless, 8 bases, 50 relations incl. inverses) + DistMult, trained in PyTorch Geometric");
-    println!("graph: 8,544 training triples as 17,088 directed edges; task: predict the missing person in held-out (person, term, ?) triples");
+    println!(
+        "graph: 8,544 training triples as 17,088 directed edges; task: predict the missing person in held-out (person, term, ?) triples"
+    );
     println!();
-    println!("encoder inference on the CPU backend: {:.1} ms; max |rgnn − PyG| over the embeddings: {:.1e}", r.inference_seconds * 1e3, r.max_embedding_diff);
+    println!(
+        "encoder inference on the CPU backend: {:.1} ms; max |rgnn − PyG| over the embeddings: {:.1e}",
+        r.inference_seconds * 1e3,
+        r.max_embedding_diff
+    );
     println!();
     println!("filtered tail prediction on 1,074 held-out test triples (rank among all 104 people):");
     println!("             MRR    Hits@1  Hits@3  Hits@10");

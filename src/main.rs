@@ -186,9 +186,17 @@ fn dispatch(cmd: Command) -> Result<()> {
                 "median_s": median, "min_s": times[0], "max_s": times[reps - 1], "peak_bytes": s.peak_bytes(),
                 "model": m.config.model, "graph": g.summary(),
             });
-            println!("{} on {}: median {:.4} s (min {:.4}, max {:.4}) over {reps} reps", m.config.model, s.device(), median, times[0], times[reps - 1]);
+            println!(
+                "{} on {}: median {:.4} s (min {:.4}, max {:.4}) over {reps} reps",
+                m.config.model,
+                s.device(),
+                median,
+                times[0],
+                times[reps - 1]
+            );
             if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
         }
         Command::Demo => rgnn::demo::run()?,

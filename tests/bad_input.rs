@@ -24,10 +24,8 @@ fn tmp(name: &str) -> PathBuf {
 
 fn write(name: &str, tensors: Vec<(&str, Raw)>, config: Option<&str>) -> PathBuf {
     let path = tmp(name);
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, Raw(d, s, b))| (n.to_string(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        tensors.iter().map(|(n, Raw(d, s, b))| (n.to_string(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap())).collect();
     let meta = config.map(|c| HashMap::from([("rgnn.config".to_string(), c.to_string())]));
     safetensors::serialize_to_file(views, meta, &path).unwrap();
     path
@@ -37,19 +35,11 @@ const RGCN: &str = r#"{"format": "rgnn/1", "model": "tiny", "layers": [
   {"type": "RGCNConv", "prefix": "conv", "in_channels": 2, "out_channels": 3, "num_relations": 2, "activation": null}]}"#;
 
 fn rgcn_weights() -> Vec<(&'static str, Raw)> {
-    vec![
-        ("conv.weight", f32s(&[2, 2, 3], &[0.1; 12])),
-        ("conv.root", f32s(&[2, 3], &[0.2; 6])),
-        ("conv.bias", f32s(&[3], &[0.3; 3])),
-    ]
+    vec![("conv.weight", f32s(&[2, 2, 3], &[0.1; 12])), ("conv.root", f32s(&[2, 3], &[0.2; 6])), ("conv.bias", f32s(&[3], &[0.3; 3]))]
 }
 
 fn good_graph() -> Vec<(&'static str, Raw)> {
-    vec![
-        ("x", f32s(&[4, 2], &[1.0; 8])),
-        ("edge_index", i64s(&[2, 3], &[0, 1, 2, 1, 2, 3])),
-        ("edge_type", i64s(&[3], &[0, 1, 0])),
-    ]
+    vec![("x", f32s(&[4, 2], &[1.0; 8])), ("edge_index", i64s(&[2, 3], &[0, 1, 2, 1, 2, 3])), ("edge_type", i64s(&[3], &[0, 1, 0]))]
 }
 
 fn replace(mut t: Vec<(&'static str, Raw)>, name: &'static str, raw: Raw) -> Vec<(&'static str, Raw)> {
@@ -133,7 +123,12 @@ fn non_finite_features_and_weights() {
     x[5] = f32::NAN;
     let e = error_of(rgcn_weights(), RGCN, replace(good_graph(), "x", f32s(&[4, 2], &x)), "nan");
     assert_has(&e, &["`x`", "non-finite", "row 2, column 1"]);
-    let e = error_of(replace(rgcn_weights(), "conv.root", f32s(&[2, 3], &[0.2, f32::INFINITY, 0.2, 0.2, 0.2, 0.2])), RGCN, good_graph(), "infw");
+    let e = error_of(
+        replace(rgcn_weights(), "conv.root", f32s(&[2, 3], &[0.2, f32::INFINITY, 0.2, 0.2, 0.2, 0.2])),
+        RGCN,
+        good_graph(),
+        "infw",
+    );
     assert_has(&e, &["`conv.root`", "non-finite"]);
 }
 
@@ -170,11 +165,7 @@ fn bad_configs() {
 
 #[test]
 fn featureless_node_count_must_match_in_channels() {
-    let g = vec![
-        ("num_nodes", i64s(&[], &[5])),
-        ("edge_index", i64s(&[2, 2], &[0, 4, 1, 1])),
-        ("edge_type", i64s(&[2], &[0, 1])),
-    ];
+    let g = vec![("num_nodes", i64s(&[], &[5])), ("edge_index", i64s(&[2, 2], &[0, 4, 1, 1])), ("edge_type", i64s(&[2], &[0, 1]))];
     // in_channels = 2 but the graph has 5 nodes.
     assert_has(&error_of(rgcn_weights(), RGCN, g, "featureless"), &["`conv.weight` has 2 rows", "node 4"]);
     let g = vec![("edge_index", i64s(&[2, 1], &[0, 1])), ("edge_type", i64s(&[1], &[0]))];
@@ -204,10 +195,6 @@ fn pair_graph_checks() {
 fn heterogeneous_graph_edge_types_must_be_in_metadata() {
     let cfg = r#"{"format": "rgnn/1", "model": "h", "metadata": {"node_types": ["a", "b"], "edge_types": [["a", "to", "b"]]},
       "layers": [{"type": "HGTConv", "prefix": "c", "in_channels": 2, "out_channels": 2, "heads": 1}]}"#;
-    let g = vec![
-        ("x.a", f32s(&[2, 2], &[1.0; 4])),
-        ("x.b", f32s(&[2, 2], &[1.0; 4])),
-        ("edge_index.b__back__a", i64s(&[2, 1], &[0, 1])),
-    ];
+    let g = vec![("x.a", f32s(&[2, 2], &[1.0; 4])), ("x.b", f32s(&[2, 2], &[1.0; 4])), ("edge_index.b__back__a", i64s(&[2, 1], &[0, 1]))];
     assert_has(&error_of(vec![], cfg, g, "hetero"), &["edge type \"b__back__a\" is not in the model's metadata.edge_types"]);
 }

@@ -16,7 +16,17 @@ fn fixture(case: &str, kind: &str) -> String {
 fn run_writes_outputs_that_match_the_reference() {
     let out = std::env::temp_dir().join(format!("rgnn-cli-{}.safetensors", std::process::id()));
     for case in ["rgat_mul_across_h2_d3", "hgt_h4", "floyd_pre_ln"] {
-        let o = rgnn(&["run", "--model", &fixture(case, "model"), "--graph", &fixture(case, "graph"), "--out", out.to_str().unwrap(), "--backend", "cpu"]);
+        let o = rgnn(&[
+            "run",
+            "--model",
+            &fixture(case, "model"),
+            "--graph",
+            &fixture(case, "graph"),
+            "--out",
+            out.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ]);
         assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
         let got = rgnn::runtime::io::TensorFile::open(&out).unwrap();
         for (name, want) in expected(case) {
@@ -54,7 +64,17 @@ fn errors_are_one_paragraph_with_nonzero_exit() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("heterogeneous graph needs `metadata`"), "{err}");
 
-    let o = rgnn(&["run", "--model", &fixture("rgcn_mean", "model"), "--graph", &fixture("rgcn_mean", "graph"), "--out", "/tmp/x", "--backend", "cuda"]);
+    let o = rgnn(&[
+        "run",
+        "--model",
+        &fixture("rgcn_mean", "model"),
+        "--graph",
+        &fixture("rgcn_mean", "graph"),
+        "--out",
+        "/tmp/x",
+        "--backend",
+        "cuda",
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("backend `cuda` is not available"));
 }
@@ -62,7 +82,19 @@ fn errors_are_one_paragraph_with_nonzero_exit() {
 #[test]
 fn bench_writes_json() {
     let json = std::env::temp_dir().join(format!("rgnn-bench-{}.json", std::process::id()));
-    let o = rgnn(&["bench", "--model", &fixture("rgcn_mean", "model"), "--graph", &fixture("rgcn_mean", "graph"), "--backend", "cpu", "--reps", "3", "--json", json.to_str().unwrap()]);
+    let o = rgnn(&[
+        "bench",
+        "--model",
+        &fixture("rgcn_mean", "model"),
+        "--graph",
+        &fixture("rgcn_mean", "graph"),
+        "--backend",
+        "cpu",
+        "--reps",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for key in ["backend", "device", "reps", "median_s", "min_s", "max_s", "peak_bytes"] {

@@ -23,12 +23,6 @@ pub struct ProgramBuilder {
     p: Program,
 }
 
-impl Default for Program {
-    fn default() -> Self {
-        Program { values: vec![], ops: vec![], params: vec![], outputs: vec![], node_types: vec![] }
-    }
-}
-
 fn shape_eq(op: &'static str, what: &str, a: Shape, b: Shape) -> Result<(), IrError> {
     if a == b {
         Ok(())
@@ -194,10 +188,9 @@ impl ProgramBuilder {
             WeightSelect::NodeType if domain != Domain::Node(None) => {
                 Err(IrError::invalid(op, format!("per-node-type weights need rows over all nodes, not {domain}")))
             }
-            WeightSelect::NodeType if types != self.p.node_types.len() => Err(IrError::invalid(
-                op,
-                format!("{} node types but the weight has {types}", self.p.node_types.len()),
-            )),
+            WeightSelect::NodeType if types != self.p.node_types.len() => {
+                Err(IrError::invalid(op, format!("{} node types but the weight has {types}", self.p.node_types.len())))
+            }
             _ => Ok(()),
         }
     }
@@ -225,7 +218,14 @@ impl ProgramBuilder {
     }
 
     /// Rows read from a table `[T, M, width]`.
-    pub fn embedding(&mut self, table: ParamId, select: WeightSelect, row: RowIndex, domain: Domain, out: Shape) -> Result<ValueId, IrError> {
+    pub fn embedding(
+        &mut self,
+        table: ParamId,
+        select: WeightSelect,
+        row: RowIndex,
+        domain: Domain,
+        out: Shape,
+    ) -> Result<ValueId, IrError> {
         const OP: &str = "embedding";
         let t = self.check_param(OP, table)?.shape.clone();
         if t.len() != 3 || t[2] != out.width() {
@@ -434,7 +434,15 @@ impl ProgramBuilder {
         Ok(self.push(Op::PairMask { input }, Domain::Pair, i.shape))
     }
 
-    pub fn pivot_attention(&mut self, q: ValueId, k_ij: ValueId, k_jk: ValueId, v_ij: ValueId, v_jk: ValueId, scale: f32) -> Result<ValueId, IrError> {
+    pub fn pivot_attention(
+        &mut self,
+        q: ValueId,
+        k_ij: ValueId,
+        k_jk: ValueId,
+        v_ij: ValueId,
+        v_jk: ValueId,
+        scale: f32,
+    ) -> Result<ValueId, IrError> {
         const OP: &str = "pivot_attention";
         let s = self.pair_input(OP, q)?.shape;
         for v in [k_ij, k_jk, v_ij, v_jk] {

@@ -27,7 +27,7 @@ pub use types::{Domain, Endpoint, NodeTypeId, Shape, ValueId, ValueInfo};
 
 /// A validated level-1 program: values, the operators that define them (one per value, in
 /// evaluation order), parameters and named outputs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Program {
     pub(crate) values: Vec<ValueInfo>,
     pub(crate) ops: Vec<Op>,

@@ -110,53 +110,132 @@ pub enum NormKind {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// A graph input (`x`, `x.<node_type>`, `pair`).
-    Input { name: String },
+    Input {
+        name: String,
+    },
     /// Node rows copied to edge rows by the edge's source or destination.
-    Gather { input: ValueId, endpoint: Endpoint },
+    Gather {
+        input: ValueId,
+        endpoint: Endpoint,
+    },
     /// `y = x @ W[sel]` with weight `[T, blocks, in/blocks, out/blocks]`: block `b` maps input
     /// slice `b` to output slice `b` (blocks = 1 is a dense matrix).
-    Linear { input: ValueId, weight: ParamId, select: WeightSelect, out: Shape },
+    Linear {
+        input: ValueId,
+        weight: ParamId,
+        select: WeightSelect,
+        out: Shape,
+    },
     /// Rows read from a table `[T, M, width]`: type slice by `select`, row by `row`.
-    Embedding { table: ParamId, select: WeightSelect, row: RowIndex, domain: Domain, out: Shape },
+    Embedding {
+        table: ParamId,
+        select: WeightSelect,
+        row: RowIndex,
+        domain: Domain,
+        out: Shape,
+    },
     /// `y = x + b`, `b` of the row's width.
-    Bias { input: ValueId, bias: ParamId },
+    Bias {
+        input: ValueId,
+        bias: ParamId,
+    },
     /// `y = x · factor`.
-    Scale { input: ValueId, factor: f32 },
+    Scale {
+        input: ValueId,
+        factor: f32,
+    },
     /// `y = x · p` for a one-element parameter `p`.
-    ScaleByParam { input: ValueId, factor: ParamId },
-    Unary { input: ValueId, f: Activation },
-    Binary { lhs: ValueId, rhs: ValueId, f: BinaryFn },
+    ScaleByParam {
+        input: ValueId,
+        factor: ParamId,
+    },
+    Unary {
+        input: ValueId,
+        f: Activation,
+    },
+    Binary {
+        lhs: ValueId,
+        rhs: ValueId,
+        f: BinaryFn,
+    },
     /// Per-head dot product: `[H, D] · [H, D] → [H, 1]`.
-    HeadDot { lhs: ValueId, rhs: ValueId },
+    HeadDot {
+        lhs: ValueId,
+        rhs: ValueId,
+    },
     /// Per-head outer product: `[H, D] ⊗ [H, C] → [H, D·C]`.
-    HeadOuter { lhs: ValueId, rhs: ValueId },
+    HeadOuter {
+        lhs: ValueId,
+        rhs: ValueId,
+    },
     /// Mean over heads: `[H, X] → [1, X]`.
-    HeadMean { input: ValueId },
+    HeadMean {
+        input: ValueId,
+    },
     /// The same row read with another `[heads, dim]` split.
-    Reshape { input: ValueId, out: Shape },
+    Reshape {
+        input: ValueId,
+        out: Shape,
+    },
     /// Columns `[start, start + len)` of a row (heads must be 1).
-    Slice { input: ValueId, start: usize, len: usize },
+    Slice {
+        input: ValueId,
+        start: usize,
+        len: usize,
+    },
     /// Softmax over edge groups, per column; max-subtracted, denominator `sum + 1e-16` (PyG).
-    EdgeSoftmax { input: ValueId, group: SoftmaxGroup },
+    EdgeSoftmax {
+        input: ValueId,
+        group: SoftmaxGroup,
+    },
     /// Rows combined into another domain: edge → node (by destination), edge → compact
     /// (destination, relation), compact (destination, relation) → node.
-    Aggregate { input: ValueId, reduce: Reduce, to: Domain },
+    Aggregate {
+        input: ValueId,
+        reduce: Reduce,
+        to: Domain,
+    },
     /// `y = σ(g) · update + (1 − σ(g)) · residual` for a one-element parameter `g`.
-    GatedSkip { update: ValueId, residual: ValueId, gate: ParamId },
+    GatedSkip {
+        update: ValueId,
+        residual: ValueId,
+        gate: ParamId,
+    },
     /// Row normalisation with optional weight and bias of the row's width.
-    Norm { input: ValueId, kind: NormKind, weight: Option<ParamId>, bias: Option<ParamId> },
+    Norm {
+        input: ValueId,
+        kind: NormKind,
+        weight: Option<ParamId>,
+        bias: Option<ParamId>,
+    },
     /// Per-type node values assembled into one value over all nodes (types not listed get 0).
-    ConcatNodeTypes { parts: Vec<(NodeTypeId, ValueId)> },
+    ConcatNodeTypes {
+        parts: Vec<(NodeTypeId, ValueId)>,
+    },
     /// The rows of one node type taken from a value over all nodes.
-    SelectNodeType { input: ValueId, node_type: NodeTypeId },
+    SelectNodeType {
+        input: ValueId,
+        node_type: NodeTypeId,
+    },
     /// `y[b, i, k] = x[b, k, i]`.
-    PairTranspose { input: ValueId },
+    PairTranspose {
+        input: ValueId,
+    },
     /// FloydNet pivotal attention: for pair (i, k) and head h, softmax over pivots j of
     /// `scale · q_ik · (k_ij + k_jk)` (pivot masked when node i or j is padding) weighting
     /// `v_ij + v_jk`.
-    PivotAttention { q: ValueId, k_ij: ValueId, k_jk: ValueId, v_ij: ValueId, v_jk: ValueId, scale: f32 },
+    PivotAttention {
+        q: ValueId,
+        k_ij: ValueId,
+        k_jk: ValueId,
+        v_ij: ValueId,
+        v_jk: ValueId,
+        scale: f32,
+    },
     /// `y[b, i, k] = x[b, i, k] · mask[b, i] · mask[b, k]`.
-    PairMask { input: ValueId },
+    PairMask {
+        input: ValueId,
+    },
 }
 
 impl Op {

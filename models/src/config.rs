@@ -226,7 +226,8 @@ impl<'a> Keys<'a> {
 }
 
 /// Keys that carry no meaning at inference time (training-only or bookkeeping).
-const IGNORED_KEYS: &[&str] = &["dropout", "is_sorted", "aggr_kwargs", "node_dim", "flow", "decomposed_layers", "fill_value", "low_mem", "group"];
+const IGNORED_KEYS: &[&str] =
+    &["dropout", "is_sorted", "aggr_kwargs", "node_dim", "flow", "decomposed_layers", "fill_value", "low_mem", "group"];
 
 impl ModelConfig {
     /// Parse the `rgnn.config` JSON text.
@@ -292,10 +293,7 @@ fn parse_metadata(m: &Value) -> Result<Metadata, ModelError> {
 
 fn parse_layer(index: usize, v: &Value, warnings: &mut Vec<String>) -> Result<LayerConfig, ModelError> {
     let obj = v.as_object().ok_or_else(|| ModelError::Config(format!("layer {index} must be an object")))?;
-    let ty = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ModelError::Config(format!("layer {index} has no `type`")))?;
+    let ty = obj.get("type").and_then(Value::as_str).ok_or_else(|| ModelError::Config(format!("layer {index} has no `type`")))?;
     let prefix = match obj.get("prefix") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -442,7 +440,10 @@ fn hgt(k: &mut Keys) -> Result<HgtConfig, ModelError> {
         Some(Value::Object(m)) => {
             let mut per = BTreeMap::new();
             for (t, v) in m {
-                let n = v.as_u64().filter(|&n| n > 0).ok_or_else(|| k.err(format!("`in_channels.{t}` must be a positive integer, found {v}")))?;
+                let n = v
+                    .as_u64()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| k.err(format!("`in_channels.{t}` must be a positive integer, found {v}")))?;
                 per.insert(t.clone(), n as usize);
             }
             HgtInChannels::PerType(per)

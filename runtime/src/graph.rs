@@ -162,7 +162,13 @@ impl Graph {
             }
             v.iter()
                 .enumerate()
-                .map(|(i, &r)| if r < 0 || r > u32::MAX as i64 { Err(bad(f, format!("`edge_type`[{i}] = {r} is negative or too large"))) } else { Ok(r as u32) })
+                .map(|(i, &r)| {
+                    if r < 0 || r > u32::MAX as i64 {
+                        Err(bad(f, format!("`edge_type`[{i}] = {r} is negative or too large")))
+                    } else {
+                        Ok(r as u32)
+                    }
+                })
                 .collect::<Result<Vec<_>>>()?
         } else {
             vec![0; src.len()]
@@ -215,7 +221,10 @@ impl Graph {
                     return Err(bad(f, format!("`{n}`: edge type must be written <src>__<rel>__<dst>")));
                 }
                 let count = |t: &str| {
-                    num_nodes.get(t).copied().ok_or_else(|| bad(f, format!("`{n}` uses node type {t:?}, which has neither `x.{t}` nor `num_nodes.{t}`")))
+                    num_nodes
+                        .get(t)
+                        .copied()
+                        .ok_or_else(|| bad(f, format!("`{n}` uses node type {t:?}, which has neither `x.{t}` nor `num_nodes.{t}`")))
                 };
                 let (s, d) = edge_index(f, n, count(parts[0])?, count(parts[2])?)?;
                 edges.insert(key.to_string(), (s, d));
@@ -306,7 +315,10 @@ impl Graph {
                 let c = g.pair.shape[3];
                 let rows = g.batch * g.nodes * g.nodes;
                 inputs.insert("pair".to_string(), Tensor::new(vec![rows, c], g.pair.data.clone()));
-                Ok((InputSpec::Pairs { width: c }, ExecGraph { pair: Some((g.batch, g.nodes, g.node_mask.clone())), inputs, ..Default::default() }))
+                Ok((
+                    InputSpec::Pairs { width: c },
+                    ExecGraph { pair: Some((g.batch, g.nodes, g.node_mask.clone())), inputs, ..Default::default() },
+                ))
             }
         }
     }
@@ -314,11 +326,16 @@ impl Graph {
 
 fn resolve_hetero(g: &HeteroGraph, metadata: Option<&Metadata>, wants_types: bool) -> Result<(InputSpec, ExecGraph)> {
     let meta = metadata.ok_or_else(|| {
-        RuntimeError::Mismatch("a heterogeneous graph needs `metadata` (node_types, edge_types) in the model config to fix node order and relation ids".into())
+        RuntimeError::Mismatch(
+            "a heterogeneous graph needs `metadata` (node_types, edge_types) in the model config to fix node order and relation ids".into(),
+        )
     })?;
     for t in g.num_nodes.keys() {
         if !meta.node_types.contains(t) {
-            return Err(RuntimeError::Mismatch(format!("graph node type {t:?} is not in the model's metadata.node_types {:?}", meta.node_types)));
+            return Err(RuntimeError::Mismatch(format!(
+                "graph node type {t:?} is not in the model's metadata.node_types {:?}",
+                meta.node_types
+            )));
         }
     }
     // Global ids: node types in metadata order (as PyG's to_homogeneous).
@@ -357,7 +374,9 @@ fn resolve_hetero(g: &HeteroGraph, metadata: Option<&Metadata>, wants_types: boo
         let widths: Vec<usize> = g.x.values().map(|x| x.shape[1]).collect();
         if !g.x.is_empty() {
             if g.x.len() != g.num_nodes.len() || widths.iter().any(|&w| w != widths[0]) {
-                return Err(RuntimeError::Mismatch("a relational model on a heterogeneous graph needs features of one width for every node type (or none)".into()));
+                return Err(RuntimeError::Mismatch(
+                    "a relational model on a heterogeneous graph needs features of one width for every node type (or none)".into(),
+                ));
             }
             let mut data = Vec::with_capacity(num_nodes * widths[0]);
             for t in &meta.node_types {

@@ -53,7 +53,9 @@ pub fn eval_params(program: &Program, weights: &BTreeMap<String, Tensor>) -> Res
             }
             ParamExpr::Reshape { input, .. } => Tensor::new(def.shape.clone(), out[input.0].data.clone()),
             ParamExpr::Permute { input, axes } => permute(&out[input.0], axes),
-            ParamExpr::Stack { inputs } => Tensor::new(def.shape.clone(), inputs.iter().flat_map(|p| out[p.0].data.iter().copied()).collect()),
+            ParamExpr::Stack { inputs } => {
+                Tensor::new(def.shape.clone(), inputs.iter().flat_map(|p| out[p.0].data.iter().copied()).collect())
+            }
         };
         out.push(t);
     }
@@ -173,13 +175,25 @@ fn act(f: Activation, x: f32) -> f32 {
     let x64 = x as f64;
     (match f {
         Activation::Relu => x64.max(0.0),
-        Activation::LeakyRelu(s) => if x64 >= 0.0 { x64 } else { x64 * s as f64 },
+        Activation::LeakyRelu(s) => {
+            if x64 >= 0.0 {
+                x64
+            } else {
+                x64 * s as f64
+            }
+        }
         Activation::Gelu => 0.5 * x64 * (1.0 + libm::erf(x64 / std::f64::consts::SQRT_2)),
         Activation::Silu => x64 / (1.0 + (-x64).exp()),
         Activation::Sigmoid => 1.0 / (1.0 + (-x64).exp()),
         Activation::Exp => x64.exp(),
         Activation::Tanh => x64.tanh(),
-        Activation::Elu => if x64 > 0.0 { x64 } else { x64.exp_m1() },
+        Activation::Elu => {
+            if x64 > 0.0 {
+                x64
+            } else {
+                x64.exp_m1()
+            }
+        }
     }) as f32
 }
 
@@ -217,7 +231,12 @@ pub fn run(program: &Program, params: &[Tensor], graph: &ExecGraph) -> Result<Ve
     for (name, v) in program.outputs() {
         let r = vals[v.0].clone().expect("outputs are kept");
         if let Some(i) = r.data.iter().position(|x| !x.is_finite()) {
-            return Err(RuntimeError::Invalid(format!("output `{name}` has a non-finite value {} at row {}, column {}", r.data[i], i / r.width.max(1), i % r.width.max(1))));
+            return Err(RuntimeError::Invalid(format!(
+                "output `{name}` has a non-finite value {} at row {}, column {}",
+                r.data[i],
+                i / r.width.max(1),
+                i % r.width.max(1)
+            )));
         }
         outputs.push((name.clone(), Tensor::new(vec![r.rows, r.width], r.data)));
     }
@@ -552,9 +571,8 @@ fn eval<'a>(
                     let p: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
                     let z: f64 = p.iter().sum();
                     for e in 0..d {
-                        let y: f64 = (0..n)
-                            .map(|j| p[j] * (v1.row(at(b, i, j))[h * d + e] as f64 + v2.row(at(b, j, k))[h * d + e] as f64))
-                            .sum();
+                        let y: f64 =
+                            (0..n).map(|j| p[j] * (v1.row(at(b, i, j))[h * d + e] as f64 + v2.row(at(b, j, k))[h * d + e] as f64)).sum();
                         row[h * d + e] = (y / z) as f32;
                     }
                 }

@@ -43,7 +43,8 @@ impl TensorFile {
     /// Parse in-memory bytes (`name` is used in messages).
     pub fn from_bytes(name: impl Into<String>, bytes: FileBytes) -> Result<Self> {
         let path = name.into();
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| RuntimeError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        let (_, meta) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| RuntimeError::Corrupt { path: path.clone(), message: e.to_string() })?;
         let metadata = meta.metadata().clone().unwrap_or_default();
         SafeTensors::deserialize(&bytes).map_err(|e| RuntimeError::Corrupt { path: path.clone(), message: e.to_string() })?;
         Ok(TensorFile { path, bytes, metadata })
@@ -113,7 +114,8 @@ impl TensorFile {
 pub fn write_tensors(path: impl AsRef<Path>, tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
     let path = path.as_ref();
     let err = |message: String| RuntimeError::Write { path: path.display().to_string(), message };
-    let bytes: BTreeMap<&str, Vec<u8>> = tensors.iter().map(|(n, t)| (n.as_str(), bytemuck::cast_slice::<f32, u8>(&t.data).to_vec())).collect();
+    let bytes: BTreeMap<&str, Vec<u8>> =
+        tensors.iter().map(|(n, t)| (n.as_str(), bytemuck::cast_slice::<f32, u8>(&t.data).to_vec())).collect();
     let mut views = vec![];
     for (n, t) in tensors {
         let v = safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), &bytes[n.as_str()]).map_err(|e| err(e.to_string()))?;

@@ -4,8 +4,8 @@ use crate::backend::{select_backend, BackendKind, Executable};
 use crate::graph::{ExecGraph, Graph};
 use crate::model::Model;
 use crate::{Result, RuntimeError, Tensor};
-use rgnn_models::{build_program, HgtInChannels, InputSpec, LayerKind, ModelConfig};
 use rgnn_ir::Program;
+use rgnn_models::{build_program, HgtInChannels, InputSpec, LayerKind, ModelConfig};
 
 /// Named outputs of a run: `out`, or `out.<node_type>` per node type.
 #[derive(Clone, Debug)]
@@ -30,7 +30,8 @@ fn has_hetero_layers(config: &ModelConfig) -> bool {
 /// The level-1 program of `model` for `graph`, and the flat graph it runs on.
 pub fn compile_for_graph(model: &Model, graph: &Graph) -> Result<(Program, ExecGraph)> {
     let (spec, exec) = graph.resolve(model.config.metadata.as_ref(), has_hetero_layers(&model.config))?;
-    let program = build_program(&model.config, &model.weight_shapes(), &spec).map_err(|source| RuntimeError::Model { path: model.source.clone(), source })?;
+    let program = build_program(&model.config, &model.weight_shapes(), &spec)
+        .map_err(|source| RuntimeError::Model { path: model.source.clone(), source })?;
     Ok((program, exec))
 }
 

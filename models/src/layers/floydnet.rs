@@ -7,7 +7,13 @@ use crate::weights::{ir, Weights};
 use crate::{Flow, LayerConfig, ModelError, PivotalConfig, PivotalNorm};
 use rgnn_ir::{NormKind, ProgramBuilder, Shape, ValueId};
 
-pub(super) fn build(b: &mut ProgramBuilder, w: &mut Weights, layer: &LayerConfig, c: &PivotalConfig, flow: Flow) -> Result<Flow, ModelError> {
+pub(super) fn build(
+    b: &mut ProgramBuilder,
+    w: &mut Weights,
+    layer: &LayerConfig,
+    c: &PivotalConfig,
+    flow: Flow,
+) -> Result<Flow, ModelError> {
     let Flow::Pairs(x) = flow else {
         return Err(err(layer, "needs a pair graph file (`pair [B, N, N, C]`)"));
     };
@@ -19,7 +25,7 @@ pub(super) fn build(b: &mut ProgramBuilder, w: &mut Weights, layer: &LayerConfig
     let e = |e| ir(layer, e);
     let mixed = if c.enable_symmetric_mix {
         let xt = b.pair_transpose(x).map_err(e)?;
-        let xt = torch_linear(b, w, layer, xt, "c_mix", ch, ch, c.bias)?;
+        let xt = torch_linear(b, w, layer, xt, "c_mix", ch, c.bias)?;
         b.add(x, xt).map_err(e)?
     } else {
         x
@@ -52,7 +58,14 @@ pub(super) fn build(b: &mut ProgramBuilder, w: &mut Weights, layer: &LayerConfig
     Ok(Flow::Pairs(b.name(x, format!("{}.out", layer.prefix))))
 }
 
-fn norm(b: &mut ProgramBuilder, w: &mut Weights, layer: &LayerConfig, c: &PivotalConfig, name: &str, x: ValueId) -> Result<ValueId, ModelError> {
+fn norm(
+    b: &mut ProgramBuilder,
+    w: &mut Weights,
+    layer: &LayerConfig,
+    c: &PivotalConfig,
+    name: &str,
+    x: ValueId,
+) -> Result<ValueId, ModelError> {
     let ch = c.embed_dim;
     let (kind, has_bias) = match c.norm_fn {
         PivotalNorm::None => return Ok(x),
@@ -69,7 +82,7 @@ fn attention(b: &mut ProgramBuilder, w: &mut Weights, layer: &LayerConfig, c: &P
     let (ch, h) = (c.embed_dim, c.num_heads);
     let d = ch / h;
     let e = |e| ir(layer, e);
-    let qkv = torch_linear(b, w, layer, x, "c_qkv", ch, 5 * ch, c.bias)?;
+    let qkv = torch_linear(b, w, layer, x, "c_qkv", 5 * ch, c.bias)?;
     // Output blocks in order q_ik, k_ij, k_jk, v_ij, v_jk; channel = head·d + e.
     let mut parts = vec![];
     for i in 0..5 {
@@ -78,13 +91,13 @@ fn attention(b: &mut ProgramBuilder, w: &mut Weights, layer: &LayerConfig, c: &P
     }
     let y = b.pivot_attention(parts[0], parts[1], parts[2], parts[3], parts[4], 1.0 / (2.0 * d as f32).sqrt()).map_err(e)?;
     let y = b.reshape(y, Shape::flat(ch)).map_err(e)?;
-    torch_linear(b, w, layer, y, "c_proj", ch, ch, c.bias)
+    torch_linear(b, w, layer, y, "c_proj", ch, c.bias)
 }
 
 fn ffn(b: &mut ProgramBuilder, w: &mut Weights, layer: &LayerConfig, c: &PivotalConfig, x: ValueId) -> Result<ValueId, ModelError> {
     let ch = c.embed_dim;
     let hidden = c.ffn_expansion_ratio * ch;
-    let y = torch_linear(b, w, layer, x, "ffn.0", ch, hidden, c.bias)?;
+    let y = torch_linear(b, w, layer, x, "ffn.0", hidden, c.bias)?;
     let y = b.unary(y, c.activation_fn).map_err(|e| ir(layer, e))?;
-    torch_linear(b, w, layer, y, "ffn.2", hidden, ch, c.bias)
+    torch_linear(b, w, layer, y, "ffn.2", ch, c.bias)
 }

@@ -43,12 +43,14 @@ pub(super) fn build(
         let width = b.info(x).shape.width();
         let expected = match &c.in_channels {
             HgtInChannels::All(n) => *n,
-            HgtInChannels::PerType(m) => *m.get(name).ok_or_else(|| err(layer, &format!("`in_channels` has no entry for node type {name:?}")))?,
+            HgtInChannels::PerType(m) => {
+                *m.get(name).ok_or_else(|| err(layer, &format!("`in_channels` has no entry for node type {name:?}")))?
+            }
         };
         if width != expected {
             return Err(err(layer, &format!("node type {name:?} has features of width {width}, but `in_channels` says {expected}")));
         }
-        let kqv = torch_linear(b, w, layer, x, &format!("kqv_lin.lins.{name}"), width, 3 * f, true)?;
+        let kqv = torch_linear(b, w, layer, x, &format!("kqv_lin.lins.{name}"), 3 * f, true)?;
         for (i, list) in [&mut ks, &mut qs, &mut vs].into_iter().enumerate() {
             let part = b.slice(kqv, i * f, f).map_err(e)?;
             list.push((t, part));
@@ -60,10 +62,20 @@ pub(super) fn build(
     if let InputSpec::TypedNodes { edge_types_present, .. } = input {
         for (et, present) in meta.edge_types.iter().zip(edge_types_present) {
             if *present && !xs.contains_key(&type_id(&et.0)) {
-                return Err(err(layer, &format!("edge type {} has source type {:?}, which has no features at this layer", Metadata::edge_type_key(et), et.0)));
+                return Err(err(
+                    layer,
+                    &format!("edge type {} has source type {:?}, which has no features at this layer", Metadata::edge_type_key(et), et.0),
+                ));
             }
             if *present && !xs.contains_key(&type_id(&et.2)) {
-                return Err(err(layer, &format!("edge type {} has destination type {:?}, which has no features at this layer", Metadata::edge_type_key(et), et.2)));
+                return Err(err(
+                    layer,
+                    &format!(
+                        "edge type {} has destination type {:?}, which has no features at this layer",
+                        Metadata::edge_type_key(et),
+                        et.2
+                    ),
+                ));
             }
         }
     }
@@ -117,7 +129,7 @@ pub(super) fn build(
         let x = x.expect("checked");
         let a = b.select_node_type(agg, t).map_err(e)?;
         let a = b.unary(a, Activation::Gelu).map_err(e)?;
-        let a = torch_linear(b, w, layer, a, &format!("out_lin.lins.{name}"), f, f, true)?;
+        let a = torch_linear(b, w, layer, a, &format!("out_lin.lins.{name}"), f, true)?;
         let y = if b.info(x).shape.width() == f {
             let gate = w.load(b, layer, &format!("skip.{name}"), &[1])?;
             b.gated_skip(a, x, gate).map_err(e)?

@@ -31,13 +31,19 @@ pub(crate) fn build_layer(
 }
 
 /// The node features of a relational layer's input (errors for other kinds of input).
-pub(crate) fn node_input(layer: &LayerConfig, flow: &Flow, expected_width: usize, b: &ProgramBuilder) -> Result<Option<ValueId>, ModelError> {
+pub(crate) fn node_input(
+    layer: &LayerConfig,
+    flow: &Flow,
+    expected_width: usize,
+    b: &ProgramBuilder,
+) -> Result<Option<ValueId>, ModelError> {
     let v = match flow {
         Flow::Featureless => return Ok(None),
         Flow::Nodes(v) => *v,
-        Flow::Typed(_) => {
-            return Err(err(layer, "takes one node set, but its input is per node type (put it before the heterogeneous layers, or use a relational graph file)"))
-        }
+        Flow::Typed(_) => return Err(err(
+            layer,
+            "takes one node set, but its input is per node type (put it before the heterogeneous layers, or use a relational graph file)",
+        )),
         Flow::Pairs(_) => return Err(err(layer, "takes node features, but the graph file is a pair graph (`pair`)")),
     };
     let width = b.info(v).shape.width();
@@ -52,21 +58,28 @@ pub(crate) fn err(layer: &LayerConfig, message: &str) -> ModelError {
 }
 
 /// A `[in, out]` matrix as the `[1, 1, in, out]` shared-weight form of the linear operator.
-pub(crate) fn shared_matrix(b: &mut ProgramBuilder, layer: &LayerConfig, m: ParamId, rows: usize, cols: usize) -> Result<ParamId, ModelError> {
+pub(crate) fn shared_matrix(
+    b: &mut ProgramBuilder,
+    layer: &LayerConfig,
+    m: ParamId,
+    rows: usize,
+    cols: usize,
+) -> Result<ParamId, ModelError> {
     b.reshape_param(m, &[1, 1, rows, cols]).map_err(|e| ir(layer, e))
 }
 
-/// A PyTorch `nn.Linear` (`weight [out, in]`, optional `bias [out]`) applied as `x @ Wᵀ + b`.
+/// A PyTorch `nn.Linear` (`weight [out, in]`, optional `bias [out]`) applied as `x @ Wᵀ + b`;
+/// `in` is the width of `x`.
 pub(crate) fn torch_linear(
     b: &mut ProgramBuilder,
     w: &mut Weights,
     layer: &LayerConfig,
     x: ValueId,
     name: &str,
-    in_dim: usize,
     out_dim: usize,
     bias: bool,
 ) -> Result<ValueId, ModelError> {
+    let in_dim = b.info(x).shape.width();
     let weight = w.load(b, layer, &format!("{name}.weight"), &[out_dim, in_dim])?;
     let t = b.transpose_param(weight).map_err(|e| ir(layer, e))?;
     let m = shared_matrix(b, layer, t, in_dim, out_dim)?;

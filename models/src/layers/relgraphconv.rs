@@ -1,12 +1,18 @@
 //! DGL `RelGraphConv`: `h_i = Σ_{e: j→i} norm_e · x_j @ W_{type(e)}`, then LayerNorm, `+ h_bias`,
 //! `+ x_i @ loop_weight`. DGL transforms each edge's message before summing.
 
-use super::{node_input, shared_matrix, err};
+use super::{err, node_input, shared_matrix};
 use crate::weights::{ir, Weights};
-use crate::{Flow, LayerConfig, ModelError, RelGraphConvConfig, Regularizer};
+use crate::{Flow, LayerConfig, ModelError, Regularizer, RelGraphConvConfig};
 use rgnn_ir::{Domain, Endpoint, NormKind, ProgramBuilder, Reduce, Shape, WeightSelect};
 
-pub(super) fn build(b: &mut ProgramBuilder, w: &mut Weights, layer: &LayerConfig, c: &RelGraphConvConfig, flow: Flow) -> Result<Flow, ModelError> {
+pub(super) fn build(
+    b: &mut ProgramBuilder,
+    w: &mut Weights,
+    layer: &LayerConfig,
+    c: &RelGraphConvConfig,
+    flow: Flow,
+) -> Result<Flow, ModelError> {
     let x = node_input(layer, &flow, c.in_feat, b)?
         .ok_or_else(|| err(layer, "needs input features `x` (DGL's RelGraphConv has no featureless mode)"))?;
     let (r, i, o) = (c.num_rels, c.in_feat, c.out_feat);
