@@ -122,7 +122,7 @@ fn non_finite_features_and_weights() {
     let mut x = [1.0f32; 8];
     x[5] = f32::NAN;
     let e = error_of(rgcn_weights(), RGCN, replace(good_graph(), "x", f32s(&[4, 2], &x)), "nan");
-    assert_has(&e, &["`x`", "non-finite", "row 2, column 1"]);
+    assert_has(&e, &["non-finite value NaN at `x`[2, 1]"]);
     let e = error_of(
         replace(rgcn_weights(), "conv.root", f32s(&[2, 3], &[0.2, f32::INFINITY, 0.2, 0.2, 0.2, 0.2])),
         RGCN,
@@ -166,10 +166,25 @@ fn bad_configs() {
 #[test]
 fn featureless_node_count_must_match_in_channels() {
     let g = vec![("num_nodes", i64s(&[], &[5])), ("edge_index", i64s(&[2, 2], &[0, 4, 1, 1])), ("edge_type", i64s(&[2], &[0, 1]))];
-    // in_channels = 2 but the graph has 5 nodes.
-    assert_has(&error_of(rgcn_weights(), RGCN, g, "featureless"), &["`conv.weight` has 2 rows", "node 4"]);
+    // in_channels = 2 but the graph has 5 nodes (and the other way round).
+    assert_has(&error_of(rgcn_weights(), RGCN, g, "featureless"), &["featureless with 5 nodes", "must be 5, but it is 2"]);
+    let g = vec![("num_nodes", i64s(&[], &[1])), ("edge_index", i64s(&[2, 1], &[0, 0])), ("edge_type", i64s(&[1], &[0]))];
+    assert_has(&error_of(rgcn_weights(), RGCN, g, "featureless_small"), &["featureless with 1 nodes", "must be 1, but it is 2"]);
     let g = vec![("edge_index", i64s(&[2, 1], &[0, 1])), ("edge_type", i64s(&[1], &[0]))];
     assert_has(&error_of(rgcn_weights(), RGCN, g, "nonodes"), &["needs `num_nodes`"]);
+}
+
+#[test]
+fn cli_errors_do_not_repeat_themselves() {
+    let m = write("rep.model.safetensors", vec![("conv.weight", f32s(&[2, 2, 3], &[0.1; 12]))], Some(RGCN));
+    let g = write("rep.graph.safetensors", good_graph(), None);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rgnn"))
+        .args(["run", "--model", m.to_str().unwrap(), "--graph", g.to_str().unwrap(), "--out", tmp("rep.out").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.matches("missing weight").count(), 1, "{err}");
 }
 
 #[test]

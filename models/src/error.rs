@@ -14,6 +14,6 @@ pub enum ModelError {
     WrongShape { layer: String, key: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("unexpected weight{}: {}", if .keys.len() > 1 { "s" } else { "" }, .keys.join(", "))]
     UnexpectedWeights { keys: Vec<String> },
-    #[error("{layer}: internal program error: {source}")]
-    Ir { layer: String, source: rgnn_ir::IrError },
+    #[error("{layer}: internal program error: {error}")]
+    Ir { layer: String, error: rgnn_ir::IrError },
 }

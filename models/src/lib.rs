@@ -22,8 +22,11 @@ use weights::{ir, Weights};
 /// What the graph offers the first layer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum InputSpec {
-    /// One node set with features `x` of this width, or featureless (`None`: `num_nodes` only).
-    Nodes { width: Option<usize> },
+    /// One node set with features `x` of this width.
+    Nodes { width: usize },
+    /// One node set without features (`num_nodes` only): the first layer treats node ids as
+    /// one-hot features (PyG's convention), so its `in_channels` must equal `num_nodes`.
+    Featureless { num_nodes: usize },
     /// Per node type (in `metadata.node_types` order): feature width, `None` when the type has
     /// no features; and which `metadata.edge_types` the graph has edges of.
     TypedNodes { widths: Vec<Option<usize>>, edge_types_present: Vec<bool> },
@@ -35,7 +38,9 @@ pub enum InputSpec {
 #[derive(Clone, Debug)]
 pub(crate) enum Flow {
     /// No features yet: the first layer treats nodes as one-hot (PyG's featureless convention).
-    Featureless,
+    Featureless {
+        num_nodes: usize,
+    },
     Nodes(ValueId),
     Typed(BTreeMap<NodeTypeId, ValueId>),
     Pairs(ValueId),
@@ -54,8 +59,8 @@ pub fn build_program(config: &ModelConfig, weights: &WeightShapes, input: &Input
     let mut b = ProgramBuilder::new();
     let mut w = Weights::new(weights);
     let mut flow = match input {
-        InputSpec::Nodes { width: None } => Flow::Featureless,
-        InputSpec::Nodes { width: Some(f) } => Flow::Nodes(b.input("x", Domain::Node(None), Shape::flat(*f)).map_err(cfg_ir)?),
+        InputSpec::Featureless { num_nodes } => Flow::Featureless { num_nodes: *num_nodes },
+        InputSpec::Nodes { width } => Flow::Nodes(b.input("x", Domain::Node(None), Shape::flat(*width)).map_err(cfg_ir)?),
         InputSpec::TypedNodes { widths, .. } => {
             let meta = config.metadata.as_ref().ok_or_else(|| {
                 ModelError::Config("a heterogeneous graph needs `metadata` (node_types, edge_types) in the model config".into())
@@ -80,7 +85,7 @@ pub fn build_program(config: &ModelConfig, weights: &WeightShapes, input: &Input
     }
     w.finish()?;
     match flow {
-        Flow::Featureless => return Err(ModelError::Config("the model has no layers".into())),
+        Flow::Featureless { .. } => return Err(ModelError::Config("the model has no layers".into())),
         Flow::Nodes(v) | Flow::Pairs(v) => b.output("out", v).map_err(cfg_ir)?,
         Flow::Typed(parts) => {
             let names = b.node_types().to_vec();
@@ -103,7 +108,7 @@ pub(crate) fn apply(
     mut f: impl FnMut(&mut ProgramBuilder, ValueId) -> Result<ValueId, rgnn_ir::IrError>,
 ) -> Result<Flow, rgnn_ir::IrError> {
     Ok(match flow {
-        Flow::Featureless => Flow::Featureless,
+        Flow::Featureless { num_nodes } => Flow::Featureless { num_nodes },
         Flow::Nodes(v) => Flow::Nodes(f(b, v)?),
         Flow::Pairs(v) => Flow::Pairs(f(b, v)?),
         Flow::Typed(parts) => Flow::Typed(parts.into_iter().map(|(t, v)| Ok((t, f(b, v)?))).collect::<Result<_, _>>()?),

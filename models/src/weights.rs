@@ -52,6 +52,6 @@ impl<'a> Weights<'a> {
     }
 }
 
-pub(crate) fn ir(layer: &LayerConfig, source: rgnn_ir::IrError) -> ModelError {
-    ModelError::Ir { layer: layer.label(), source }
+pub(crate) fn ir(layer: &LayerConfig, error: rgnn_ir::IrError) -> ModelError {
+    ModelError::Ir { layer: layer.label(), error }
 }

@@ -4,14 +4,14 @@ use thiserror::Error;
 /// file, tensor and position involved.
 #[derive(Debug, Error)]
 pub enum RuntimeError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path} is not a valid safetensors file: {message}")]
     Corrupt { path: String, message: String },
     #[error("{path}: {message}")]
     BadTensor { path: String, message: String },
-    #[error("{path}: {source}")]
-    Model { path: String, source: rgnn_models::ModelError },
+    #[error("{path}: {error}")]
+    Model { path: String, error: rgnn_models::ModelError },
     #[error("graph does not fit the model: {0}")]
     Mismatch(String),
     #[error("backend `{backend}` is not available: {reason}")]

@@ -73,8 +73,15 @@ fn bad(file: &TensorFile, message: String) -> RuntimeError {
 
 fn check_finite(file: &TensorFile, name: &str, t: &Tensor) -> Result<()> {
     if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-        let w = t.rows_width().1.max(1);
-        return Err(bad(file, format!("tensor `{name}` has a non-finite value {} at row {}, column {}", t.data[i], i / w, i % w)));
+        // The position as a full index, e.g. `x`[3, 2] or `pair`[1, 2, 3, 4].
+        let mut index = vec![0; t.shape.len()];
+        let mut rest = i;
+        for (axis, &n) in t.shape.iter().enumerate().rev() {
+            index[axis] = rest % n.max(1);
+            rest /= n.max(1);
+        }
+        let index: Vec<String> = index.iter().map(usize::to_string).collect();
+        return Err(bad(file, format!("tensor `{name}` has a non-finite value {} at `{name}`[{}]", t.data[i], index.join(", "))));
     }
     Ok(())
 }
@@ -292,7 +299,10 @@ impl Graph {
                 if let Some(x) = &g.x {
                     inputs.insert("x".to_string(), x.clone());
                 }
-                let spec = InputSpec::Nodes { width: g.x.as_ref().map(|x| x.shape[1]) };
+                let spec = match &g.x {
+                    Some(x) => InputSpec::Nodes { width: x.shape[1] },
+                    None => InputSpec::Featureless { num_nodes: g.num_nodes },
+                };
                 Ok((
                     spec,
                     ExecGraph {
@@ -386,7 +396,10 @@ fn resolve_hetero(g: &HeteroGraph, metadata: Option<&Metadata>, wants_types: boo
             }
             inputs.insert("x".into(), Tensor::new(vec![num_nodes, widths[0]], data));
         }
-        InputSpec::Nodes { width: widths.first().copied() }
+        match widths.first() {
+            Some(&width) => InputSpec::Nodes { width },
+            None => InputSpec::Featureless { num_nodes },
+        }
     };
     Ok((spec, ExecGraph { num_nodes, type_offsets, src, dst, rel, inputs, pair: None }))
 }

@@ -34,9 +34,9 @@ impl TensorFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path_ref = path.as_ref();
         let path = path_ref.display().to_string();
-        let file = std::fs::File::open(path_ref).map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
+        let file = std::fs::File::open(path_ref).map_err(|error| RuntimeError::Io { path: path.clone(), error })?;
         // SAFETY: the map is read-only; a file truncated while mapped is outside what we guard.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|error| RuntimeError::Io { path: path.clone(), error })?;
         Self::from_bytes(path, FileBytes::Mapped(mmap))
     }
 

@@ -32,7 +32,7 @@ impl Model {
             path: path.clone(),
             message: "no `rgnn.config` entry in the safetensors metadata; is this a model file written by the rgnn exporter?".into(),
         })?;
-        let config = ModelConfig::parse(text).map_err(|source| RuntimeError::Model { path: path.clone(), source })?;
+        let config = ModelConfig::parse(text).map_err(|error| RuntimeError::Model { path: path.clone(), error })?;
         let mut weights = BTreeMap::new();
         for name in file.names() {
             weights.insert(name.clone(), file.floats(&name)?);

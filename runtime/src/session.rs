@@ -31,7 +31,7 @@ fn has_hetero_layers(config: &ModelConfig) -> bool {
 pub fn compile_for_graph(model: &Model, graph: &Graph) -> Result<(Program, ExecGraph)> {
     let (spec, exec) = graph.resolve(model.config.metadata.as_ref(), has_hetero_layers(&model.config))?;
     let program = build_program(&model.config, &model.weight_shapes(), &spec)
-        .map_err(|source| RuntimeError::Model { path: model.source.clone(), source })?;
+        .map_err(|error| RuntimeError::Model { path: model.source.clone(), error })?;
     Ok((program, exec))
 }
 
@@ -41,9 +41,9 @@ pub fn program_without_graph(model: &Model) -> Result<Program> {
     let c = &model.config;
     let first = &c.layers[0];
     let spec = match &first.kind {
-        LayerKind::Rgcn(l) => InputSpec::Nodes { width: Some(l.in_channels) },
-        LayerKind::Rgat(l) => InputSpec::Nodes { width: Some(l.in_channels) },
-        LayerKind::RelGraphConv(l) => InputSpec::Nodes { width: Some(l.in_feat) },
+        LayerKind::Rgcn(l) => InputSpec::Nodes { width: l.in_channels },
+        LayerKind::Rgat(l) => InputSpec::Nodes { width: l.in_channels },
+        LayerKind::RelGraphConv(l) => InputSpec::Nodes { width: l.in_feat },
         LayerKind::Pivotal(l) => InputSpec::Pairs { width: l.embed_dim },
         LayerKind::Hgt(l) => {
             let meta = c.metadata.as_ref().ok_or_else(|| RuntimeError::Invalid("HGTConv needs `metadata` in the model config".into()))?;
@@ -58,7 +58,7 @@ pub fn program_without_graph(model: &Model) -> Result<Program> {
             InputSpec::TypedNodes { widths, edge_types_present: vec![true; meta.edge_types.len()] }
         }
     };
-    build_program(c, &model.weight_shapes(), &spec).map_err(|source| RuntimeError::Model { path: model.source.clone(), source })
+    build_program(c, &model.weight_shapes(), &spec).map_err(|error| RuntimeError::Model { path: model.source.clone(), error })
 }
 
 /// A model prepared for one graph on one backend.

@@ -38,7 +38,13 @@ pub(crate) fn node_input(
     b: &ProgramBuilder,
 ) -> Result<Option<ValueId>, ModelError> {
     let v = match flow {
-        Flow::Featureless => return Ok(None),
+        Flow::Featureless { num_nodes } if *num_nodes == expected_width => return Ok(None),
+        Flow::Featureless { num_nodes } => {
+            return Err(err(
+                layer,
+                &format!("the graph is featureless with {num_nodes} nodes, so the layer's input width (in_channels) must be {num_nodes}, but it is {expected_width}"),
+            ))
+        }
         Flow::Nodes(v) => *v,
         Flow::Typed(_) => return Err(err(
             layer,
