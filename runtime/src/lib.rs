@@ -20,6 +20,7 @@ mod error;
 pub mod graph;
 pub mod interpreter;
 pub mod io;
+pub mod layout;
 mod model;
 mod session;
 mod tensor;
