@@ -70,6 +70,9 @@ enum Command {
         /// Print the level-1 program.
         #[arg(long)]
         ir: bool,
+        /// With --ir: print it after the compiler's level-1 passes (linear reordering).
+        #[arg(long)]
+        optimized: bool,
         /// Print the level-2 kernel plan.
         #[arg(long)]
         plan: bool,
@@ -144,7 +147,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             let shapes: Vec<String> = outputs.tensors.iter().map(|(n, t)| format!("{n} {:?}", t.shape)).collect();
             eprintln!("{} on {}: {} in {:.3} s -> {}", m.config.model, s.device(), shapes.join(", "), secs, out.display());
         }
-        Command::Inspect { model, graph, ir, plan, memory, emit, arch: _ } => {
+        Command::Inspect { model, graph, ir, optimized, plan, memory, emit, arch: _ } => {
             let m = Model::load(&model).with_context(|| format!("loading model {}", model.display()))?;
             for w in &m.config.warnings {
                 eprintln!("warning: {w}");
@@ -160,6 +163,7 @@ fn dispatch(cmd: Command) -> Result<()> {
                 }
                 None => rgnn::runtime::program_without_graph(&m)?,
             };
+            let program = if optimized { rgnn::codegen::optimize(&program, rgnn::codegen::PassOptions::default())? } else { program };
             let layers: Vec<String> = m.config.layers.iter().map(|l| l.label()).collect();
             println!("# model {:?}: {}", m.config.model, layers.join(", "));
             if ir || !(plan || memory) {

@@ -6,5 +6,12 @@
 //! `rgnn-kernels`, memory planning (lifetimes to arena offsets) and the stable kernel cache keys
 //! the GPU backends use.
 //!
-//! Status: the passes arrive with the compiler work; today every backend runs the level-1
-//! program through the reference interpreter.
+//! Every pass is a named function from program to program; each preserves what the program
+//! computes, which the test suite checks with the level-1 interpreter on every fixture, pass by
+//! pass. Status: the level-1 passes ([`passes`]) are in place; lowering to level 2, fusion and
+//! memory planning come next, and until then backends run the (optimised) level-1 program.
+
+pub mod passes;
+mod rewrite;
+
+pub use passes::{optimize, PassOptions};

@@ -133,6 +133,17 @@ impl ProgramBuilder {
         Ok(self.push_param(ParamExpr::Permute { input, axes: axes.to_vec() }, shape))
     }
 
+    /// `first [T, B, i/B, m/B]` then `second [1, 1, m, o]` as one `[T, 1, i, o]` weight.
+    pub fn compose_linear(&mut self, first: ParamId, second: ParamId) -> Result<ParamId, IrError> {
+        const OP: &str = "compose_linear";
+        let f = self.check_param(OP, first)?.shape.clone();
+        let s = self.check_param(OP, second)?.shape.clone();
+        if f.len() != 4 || s.len() != 4 || s[0] != 1 || s[1] != 1 || f[1] * f[3] != s[2] {
+            return Err(IrError::invalid(OP, format!("cannot compose {f:?} with {s:?}")));
+        }
+        Ok(self.push_param(ParamExpr::ComposeLinear { first, second }, vec![f[0], 1, f[1] * f[2], s[3]]))
+    }
+
     /// Swap the last two axes.
     pub fn transpose_param(&mut self, input: ParamId) -> Result<ParamId, IrError> {
         let n = self.check_param("transpose_param", input)?.shape.len();
@@ -175,6 +186,23 @@ impl ProgramBuilder {
             return Err(IrError::invalid("gather", format!("input is on {}, expected node", i.domain)));
         }
         Ok(self.push(Op::Gather { input, endpoint }, Domain::Edge, i.shape))
+    }
+
+    pub fn compact_gather(&mut self, input: ValueId, endpoint: Endpoint) -> Result<ValueId, IrError> {
+        let i = self.check("compact_gather", input)?.clone();
+        if i.domain != Domain::Node(None) {
+            return Err(IrError::invalid("compact_gather", format!("input is on {}, expected node", i.domain)));
+        }
+        let to = if endpoint == Endpoint::Src { Domain::CompactSrcRel } else { Domain::CompactDstRel };
+        Ok(self.push(Op::CompactGather { input, endpoint }, to, i.shape))
+    }
+
+    pub fn edge_from_compact(&mut self, input: ValueId) -> Result<ValueId, IrError> {
+        let i = self.check("edge_from_compact", input)?.clone();
+        if !matches!(i.domain, Domain::CompactSrcRel | Domain::CompactDstRel) {
+            return Err(IrError::invalid("edge_from_compact", format!("input is on {}, expected compact rows", i.domain)));
+        }
+        Ok(self.push(Op::EdgeFromCompact { input }, Domain::Edge, i.shape))
     }
 
     fn check_select(&self, op: &'static str, domain: Domain, select: WeightSelect, types: usize) -> Result<(), IrError> {
@@ -449,6 +477,47 @@ impl ProgramBuilder {
             shape_eq(OP, "operands", s, self.pair_input(OP, v)?.shape)?;
         }
         Ok(self.push(Op::PivotAttention { q, k_ij, k_jk, v_ij, v_jk, scale }, Domain::Pair, s))
+    }
+
+    /// A builder holding `program`'s parameters (same ids) and node types, and no values: the
+    /// starting point of a rewrite.
+    pub fn with_params_of(program: &Program) -> Self {
+        let mut b = ProgramBuilder::new();
+        b.p.params = program.params.clone();
+        b.p.node_types = program.node_types.clone();
+        b
+    }
+
+    /// Add any operator (its operands already in this builder), with the same validation as the
+    /// operator's own method.
+    pub fn push_op(&mut self, op: &Op) -> Result<ValueId, IrError> {
+        match op.clone() {
+            Op::Input { name } => Err(IrError::invalid("push_op", format!("input {name:?} needs a domain; use `input`"))),
+            Op::Gather { input, endpoint } => self.gather(input, endpoint),
+            Op::CompactGather { input, endpoint } => self.compact_gather(input, endpoint),
+            Op::EdgeFromCompact { input } => self.edge_from_compact(input),
+            Op::Linear { input, weight, select, out } => self.linear(input, weight, select, out),
+            Op::Embedding { table, select, row, domain, out } => self.embedding(table, select, row, domain, out),
+            Op::Bias { input, bias } => self.bias(input, bias),
+            Op::Scale { input, factor } => self.scale(input, factor),
+            Op::ScaleByParam { input, factor } => self.scale_by_param(input, factor),
+            Op::Unary { input, f } => self.unary(input, f),
+            Op::Binary { lhs, rhs, f } => self.binary(lhs, rhs, f),
+            Op::HeadDot { lhs, rhs } => self.head_dot(lhs, rhs),
+            Op::HeadOuter { lhs, rhs } => self.head_outer(lhs, rhs),
+            Op::HeadMean { input } => self.head_mean(input),
+            Op::Reshape { input, out } => self.reshape(input, out),
+            Op::Slice { input, start, len } => self.slice(input, start, len),
+            Op::EdgeSoftmax { input, group } => self.edge_softmax(input, group),
+            Op::Aggregate { input, reduce, to } => self.aggregate(input, reduce, to),
+            Op::GatedSkip { update, residual, gate } => self.gated_skip(update, residual, gate),
+            Op::Norm { input, kind, weight, bias } => self.norm(input, kind, weight, bias),
+            Op::ConcatNodeTypes { parts } => self.concat_node_types(parts),
+            Op::SelectNodeType { input, node_type } => self.select_node_type(input, node_type),
+            Op::PairTranspose { input } => self.pair_transpose(input),
+            Op::PivotAttention { q, k_ij, k_jk, v_ij, v_jk, scale } => self.pivot_attention(q, k_ij, k_jk, v_ij, v_jk, scale),
+            Op::PairMask { input } => self.pair_mask(input),
+        }
     }
 
     /// Mark a value as a named program output.

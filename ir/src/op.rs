@@ -118,6 +118,17 @@ pub enum Op {
         input: ValueId,
         endpoint: Endpoint,
     },
+    /// Node rows copied to compact rows: one per unique (source, relation) pair (`Src`) or
+    /// (destination, relation) pair (`Dst`).
+    CompactGather {
+        input: ValueId,
+        endpoint: Endpoint,
+    },
+    /// Compact rows read back per edge: edge e gets the row of its (source, relation) or
+    /// (destination, relation) pair.
+    EdgeFromCompact {
+        input: ValueId,
+    },
     /// `y = x @ W[sel]` with weight `[T, blocks, in/blocks, out/blocks]`: block `b` maps input
     /// slice `b` to output slice `b` (blocks = 1 is a dense matrix).
     Linear {
@@ -244,6 +255,8 @@ impl Op {
         match self {
             Op::Input { .. } => "input",
             Op::Gather { .. } => "gather",
+            Op::CompactGather { .. } => "compact_gather",
+            Op::EdgeFromCompact { .. } => "edge_from_compact",
             Op::Linear { .. } => "linear",
             Op::Embedding { .. } => "embedding",
             Op::Bias { .. } => "bias",
@@ -273,6 +286,8 @@ impl Op {
         match self {
             Op::Input { .. } | Op::Embedding { .. } => vec![],
             Op::Gather { input, .. }
+            | Op::CompactGather { input, .. }
+            | Op::EdgeFromCompact { input }
             | Op::Linear { input, .. }
             | Op::Bias { input, .. }
             | Op::Scale { input, .. }
@@ -294,6 +309,46 @@ impl Op {
             Op::ConcatNodeTypes { parts } => parts.iter().map(|(_, v)| *v).collect(),
             Op::PivotAttention { q, k_ij, k_jk, v_ij, v_jk, .. } => vec![*q, *k_ij, *k_jk, *v_ij, *v_jk],
         }
+    }
+
+    /// The same operator reading other values (`map` gives each operand's replacement).
+    pub fn map_inputs(&self, map: impl Fn(ValueId) -> ValueId) -> Op {
+        let mut op = self.clone();
+        match &mut op {
+            Op::Input { .. } | Op::Embedding { .. } => {}
+            Op::Gather { input, .. }
+            | Op::CompactGather { input, .. }
+            | Op::EdgeFromCompact { input }
+            | Op::Linear { input, .. }
+            | Op::Bias { input, .. }
+            | Op::Scale { input, .. }
+            | Op::ScaleByParam { input, .. }
+            | Op::Unary { input, .. }
+            | Op::HeadMean { input }
+            | Op::Reshape { input, .. }
+            | Op::Slice { input, .. }
+            | Op::EdgeSoftmax { input, .. }
+            | Op::Aggregate { input, .. }
+            | Op::Norm { input, .. }
+            | Op::SelectNodeType { input, .. }
+            | Op::PairTranspose { input }
+            | Op::PairMask { input } => *input = map(*input),
+            Op::Binary { lhs, rhs, .. } | Op::HeadDot { lhs, rhs } | Op::HeadOuter { lhs, rhs } => {
+                *lhs = map(*lhs);
+                *rhs = map(*rhs);
+            }
+            Op::GatedSkip { update, residual, .. } => {
+                *update = map(*update);
+                *residual = map(*residual);
+            }
+            Op::ConcatNodeTypes { parts } => parts.iter_mut().for_each(|(_, v)| *v = map(*v)),
+            Op::PivotAttention { q, k_ij, k_jk, v_ij, v_jk, .. } => {
+                for v in [q, k_ij, k_jk, v_ij, v_jk] {
+                    *v = map(*v);
+                }
+            }
+        }
+        op
     }
 
     /// The parameters this operator reads.

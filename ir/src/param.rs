@@ -17,6 +17,10 @@ pub enum ParamExpr {
     Permute { input: ParamId, axes: Vec<usize> },
     /// Parameters of one shape stacked along a new leading axis.
     Stack { inputs: Vec<ParamId> },
+    /// Two linears applied in sequence as one: `first [T, B, in/B, mid/B]` (block-diagonal per
+    /// type) then `second [1, 1, mid, out]` (shared) → `[T, 1, in, out]`, `first[t] @ second`.
+    /// Made by the linear-reordering pass (e.g. RGAT's `W_r @ q`).
+    ComposeLinear { first: ParamId, second: ParamId },
 }
 
 /// A parameter: its definition and its (validated) shape.

@@ -22,6 +22,7 @@ pub(crate) fn print(p: &Program) -> String {
             ParamExpr::BasisCompose { coeff, bases } => format!("basis_compose ${} ${}", coeff.0, bases.0),
             ParamExpr::Reshape { input, .. } => format!("reshape ${}", input.0),
             ParamExpr::Permute { input, axes } => format!("permute ${} {axes:?}", input.0),
+            ParamExpr::ComposeLinear { first, second } => format!("compose ${} ${}", first.0, second.0),
             ParamExpr::Stack { inputs } => {
                 format!("stack {}", inputs.iter().map(|p| format!("${}", p.0)).collect::<Vec<_>>().join(" "))
             }
@@ -33,7 +34,8 @@ pub(crate) fn print(p: &Program) -> String {
         let r = |id: &crate::ValueId| p.values[id.0].name.clone();
         let args = match op {
             Op::Input { name } => format!("{name:?}"),
-            Op::Gather { input, endpoint } => format!("{:?} {}", endpoint, r(input)).to_lowercase(),
+            Op::Gather { input, endpoint } | Op::CompactGather { input, endpoint } => format!("{:?} {}", endpoint, r(input)).to_lowercase(),
+            Op::EdgeFromCompact { input } => r(input),
             Op::Linear { input, weight, select, .. } => format!("{} ${} by {:?}", r(input), weight.0, select),
             Op::Embedding { table, select, row, .. } => {
                 let row = match row {

@@ -53,6 +53,7 @@ pub fn eval_params(program: &Program, weights: &BTreeMap<String, Tensor>) -> Res
             }
             ParamExpr::Reshape { input, .. } => Tensor::new(def.shape.clone(), out[input.0].data.clone()),
             ParamExpr::Permute { input, axes } => permute(&out[input.0], axes),
+            ParamExpr::ComposeLinear { first, second } => compose_linear(&out[first.0], &out[second.0], &def.shape),
             ParamExpr::Stack { inputs } => {
                 Tensor::new(def.shape.clone(), inputs.iter().flat_map(|p| out[p.0].data.iter().copied()).collect())
             }
@@ -60,6 +61,25 @@ pub fn eval_params(program: &Program, weights: &BTreeMap<String, Tensor>) -> Res
         out.push(t);
     }
     Ok(out)
+}
+
+/// `first [T, B, bin, bmid]` (block-diagonal per type) times `second [1, 1, B·bmid, o]`.
+fn compose_linear(first: &Tensor, second: &Tensor, shape: &[usize]) -> Tensor {
+    let (types, blocks, bin, bmid) = (first.shape[0], first.shape[1], first.shape[2], first.shape[3]);
+    let o = second.shape[3];
+    let mut data = vec![0f32; types * blocks * bin * o];
+    for t in 0..types {
+        for b in 0..blocks {
+            for i in 0..bin {
+                let row = &first.data[((t * blocks + b) * bin + i) * bmid..][..bmid];
+                for c in 0..o {
+                    let acc: f64 = (0..bmid).map(|m| row[m] as f64 * second.data[(b * bmid + m) * o + c] as f64).sum();
+                    data[(t * blocks * bin + b * bin + i) * o + c] = acc as f32;
+                }
+            }
+        }
+    }
+    Tensor::new(shape.to_vec(), data)
 }
 
 fn permute(t: &Tensor, axes: &[usize]) -> Tensor {
@@ -167,6 +187,7 @@ fn param_name(program: &Program, p: ParamId) -> String {
         ParamExpr::Load { key } => key.clone(),
         ParamExpr::BasisCompose { bases, .. } => param_name(program, *bases),
         ParamExpr::Reshape { input, .. } | ParamExpr::Permute { input, .. } => param_name(program, *input),
+        ParamExpr::ComposeLinear { first, .. } => param_name(program, *first),
         ParamExpr::Stack { inputs } => inputs.first().map_or("?".into(), |p| param_name(program, *p)),
     }
 }
@@ -300,6 +321,16 @@ fn eval<'a>(
             let x = get(input);
             let idx = if *endpoint == Endpoint::Src { &graph.src } else { &graph.dst };
             map_rows(&|e, row| row.copy_from_slice(x.row(idx[e] as usize)))
+        }
+        Op::CompactGather { input, endpoint } => {
+            let x = get(input);
+            let pairs = if *endpoint == Endpoint::Src { &t.src_rel.0 } else { &t.dst_rel.0 };
+            map_rows(&|i, row| row.copy_from_slice(x.row(pairs[i].0 as usize)))
+        }
+        Op::EdgeFromCompact { input } => {
+            let x = get(input);
+            let map = if program.value(*input).domain == Domain::CompactSrcRel { &t.src_rel.1 } else { &t.dst_rel.1 };
+            map_rows(&|e, row| row.copy_from_slice(x.row(map[e])))
         }
         Op::Linear { input, weight, select, .. } => {
             let x = get(input);

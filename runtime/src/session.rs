@@ -76,12 +76,17 @@ impl Session {
     pub fn new(model: &Model, graph: &Graph, backend: BackendKind) -> Result<Self> {
         let backend = select_backend(backend)?;
         let (program, exec_graph) = compile_for_graph(model, graph)?;
+        // The level-1 passes (linear reordering) preserve the result; each is checked against
+        // the unoptimised program on every fixture.
+        let program = rgnn_codegen::optimize(&program, rgnn_codegen::PassOptions::default())
+            .map_err(|e| RuntimeError::Invalid(format!("internal compiler error in the level-1 passes: {e}")))?;
         let params = crate::interpreter::eval_params(&program, &model.weights)?;
         let pair_shape = exec_graph.pair.as_ref().map(|(b, n, _)| (*b, *n));
         let exec = backend.prepare(&program, params, exec_graph)?;
         Ok(Session { program, exec, backend: backend.name(), device: backend.device(), pair_shape })
     }
 
+    /// The program this session runs (level 1 after the compiler's level-1 passes).
     pub fn program(&self) -> &Program {
         &self.program
     }
