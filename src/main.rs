@@ -152,8 +152,8 @@ fn dispatch(cmd: Command) -> Result<()> {
             for w in &m.config.warnings {
                 eprintln!("warning: {w}");
             }
-            if plan || memory || emit.is_some() {
-                bail!("--plan, --memory and --emit need the level-2 compiler, which this build does not have yet; --ir is available");
+            if memory || emit.is_some() {
+                bail!("--memory and --emit arrive with the memory planner and the GPU code generators; --ir and --plan are available");
             }
             let program = match &graph {
                 Some(g) => {
@@ -168,6 +168,13 @@ fn dispatch(cmd: Command) -> Result<()> {
             println!("# model {:?}: {}", m.config.model, layers.join(", "));
             if ir || !(plan || memory) {
                 print!("{program}");
+            }
+            if plan {
+                let optimized = rgnn::codegen::optimize(&program, rgnn::codegen::PassOptions::default())?;
+                match rgnn::codegen::lower(&optimized) {
+                    Ok(kp) => print!("{}", kp.to_text()),
+                    Err(e) => println!("# {e}; the level-1 interpreter runs this model"),
+                }
             }
         }
         Command::Bench { model, graph, backend, reps, json } => {

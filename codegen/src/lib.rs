@@ -11,7 +11,9 @@
 //! pass. Status: the level-1 passes ([`passes`]) are in place; lowering to level 2, fusion and
 //! memory planning come next, and until then backends run the (optimised) level-1 program.
 
+pub mod lower;
 pub mod passes;
 mod rewrite;
 
+pub use lower::{lower, Unsupported};
 pub use passes::{optimize, PassOptions};

@@ -14,6 +14,7 @@
 
 mod builder;
 mod error;
+pub mod level2;
 mod op;
 mod param;
 mod printer;

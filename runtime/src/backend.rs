@@ -2,8 +2,11 @@
 //! reference for the others. A backend that cannot run here says so as an error value.
 
 use crate::graph::ExecGraph;
+use crate::layout::GraphLayout;
 use crate::{Result, RuntimeError, Tensor};
+use rgnn_ir::level2::{BufferRole, Kernel, KernelProgram};
 use rgnn_ir::Program;
+use rgnn_kernels::cpu::{GraphIndex, Param};
 
 /// Which backend to use (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +37,10 @@ pub trait Executable: Send {
     fn run(&mut self) -> Result<Vec<(String, Tensor)>>;
     /// Bytes of device memory the last run needed at its peak (0 if unknown).
     fn peak_bytes(&self) -> usize;
+    /// The kernel program it runs, if it was compiled (`None`: the level-1 interpreter runs).
+    fn plan(&self) -> Option<&KernelProgram> {
+        None
+    }
 }
 
 /// A device that can run programs.
@@ -46,9 +53,83 @@ pub trait Backend {
     fn prepare(&self, program: &Program, params: Vec<Tensor>, graph: ExecGraph) -> Result<Box<dyn Executable>>;
 }
 
-/// The CPU backend. Today it evaluates level 1 with the reference interpreter; compiled
-/// template kernels replace that as the compiler lands, with the interpreter kept as the oracle.
+/// The CPU backend: the program lowered to kernel templates (`rgnn-kernels`) over the graph's
+/// layouts; a program the lowering does not cover yet runs on the level-1 interpreter.
 pub struct CpuBackend;
+
+/// A kernel program with its graph layouts and parameters, ready to run on the CPU.
+struct CompiledCpu {
+    plan: KernelProgram,
+    params: Vec<Tensor>,
+    graph: ExecGraph,
+    layout: GraphLayout,
+    peak: usize,
+}
+
+impl CompiledCpu {
+    fn index(&self) -> GraphIndex<'_> {
+        let (g, l) = (&self.graph, &self.layout);
+        GraphIndex {
+            num_nodes: g.num_nodes,
+            type_offsets: &g.type_offsets,
+            src: &g.src,
+            dst: &g.dst,
+            rel: &g.rel,
+            dst_ptr: &l.dst_ptr,
+            dst_edges: &l.dst_edges,
+            seg_ptr: &l.seg_ptr,
+            seg_dst: &l.seg_dst,
+            seg_rel: &l.seg_rel,
+            node_seg_ptr: &l.node_seg_ptr,
+            edge_segment: &l.edge_segment,
+            compact_ptr: &l.compact_ptr,
+            compact_src: &l.compact_src,
+            compact_rel: &l.compact_rel,
+            edge_compact_row: &l.edge_compact_row,
+            rel_ptr: &l.rel_ptr,
+            rel_edges: &l.rel_edges,
+            pair: g.pair.as_ref().map(|(b, n, m)| (*b, *n, m.as_slice())),
+        }
+    }
+}
+
+impl Executable for CompiledCpu {
+    fn run(&mut self) -> Result<Vec<(String, Tensor)>> {
+        let index = self.index();
+        let params: Vec<Param> = self.params.iter().map(|t| Param { shape: &t.shape, data: &t.data }).collect();
+        let mut buffers = vec![None; self.plan.buffers.len()];
+        for (i, b) in self.plan.buffers.iter().enumerate() {
+            if let BufferRole::Input(name) = &b.role {
+                let x = self.graph.inputs.get(name).ok_or_else(|| RuntimeError::Mismatch(format!("the graph has no input `{name}`")))?;
+                buffers[i] = Some(x.data.clone());
+            }
+        }
+        let buffers = rgnn_kernels::cpu::execute(&self.plan, &params, &index, buffers);
+        let mut out = vec![];
+        for (name, b) in &self.plan.outputs {
+            let info = &self.plan.buffers[b.0];
+            let data = buffers[b.0].clone().ok_or_else(|| RuntimeError::Invalid(format!("output `{name}` was not computed")))?;
+            if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+                let w = info.width.max(1);
+                return Err(RuntimeError::Invalid(format!(
+                    "output `{name}` has a non-finite value {} at row {}, column {}",
+                    data[i],
+                    i / w,
+                    i % w
+                )));
+            }
+            out.push((name.clone(), Tensor::new(vec![data.len() / info.width.max(1), info.width], data)));
+        }
+        self.peak = self.plan.buffers.iter().map(|b| index.rows(b.domain) * b.width * 4).sum();
+        Ok(out)
+    }
+    fn peak_bytes(&self) -> usize {
+        self.peak
+    }
+    fn plan(&self) -> Option<&KernelProgram> {
+        Some(&self.plan)
+    }
+}
 
 struct CpuExecutable {
     program: Program,
@@ -76,7 +157,23 @@ impl Backend for CpuBackend {
         format!("CPU ({} threads)", rayon::current_num_threads())
     }
     fn prepare(&self, program: &Program, params: Vec<Tensor>, graph: ExecGraph) -> Result<Box<dyn Executable>> {
-        Ok(Box::new(CpuExecutable { program: program.clone(), params, graph, peak: 0 }))
+        crate::interpreter::check_relations(program, &params, &graph)?;
+        match rgnn_codegen::lower(program) {
+            Ok(plan) => {
+                // Relations: every id in the graph and every slice of a per-relation weight.
+                let mut num_relations = graph.rel.iter().max().map_or(1, |&m| m as usize + 1);
+                for k in &plan.kernels {
+                    if let Kernel::Gemm(g) = k {
+                        if g.select == rgnn_ir::WeightSelect::Relation {
+                            num_relations = num_relations.max(params[g.weight.0].shape[0]);
+                        }
+                    }
+                }
+                let layout = GraphLayout::new(&graph, num_relations);
+                Ok(Box::new(CompiledCpu { plan, params, graph, layout, peak: 0 }))
+            }
+            Err(_) => Ok(Box::new(CpuExecutable { program: program.clone(), params, graph, peak: 0 })),
+        }
     }
 }
 

@@ -265,7 +265,7 @@ pub fn run(program: &Program, params: &[Tensor], graph: &ExecGraph) -> Result<Ve
 }
 
 /// Every relation id must select an existing weight slice.
-fn check_relations(program: &Program, params: &[Tensor], graph: &ExecGraph) -> Result<()> {
+pub(crate) fn check_relations(program: &Program, params: &[Tensor], graph: &ExecGraph) -> Result<()> {
     let max_rel = match graph.rel.iter().max() {
         Some(&m) => m as usize,
         None => return Ok(()),

@@ -39,6 +39,10 @@ pub struct GraphLayout {
     pub compact_src: Vec<u32>,
     /// The compact row of each edge.
     pub edge_compact_row: Vec<u32>,
+    /// The relation of each compact row.
+    pub compact_rel: Vec<u32>,
+    /// The (destination, relation) segment of each edge.
+    pub edge_segment: Vec<u32>,
 }
 
 /// Stable counting sort of `items` by `key(item) < buckets`: returns (bucket offsets, items).
@@ -109,6 +113,16 @@ impl GraphLayout {
         for r in 0..num_relations {
             compact_ptr[r + 1] += compact_ptr[r];
         }
+        let mut compact_rel = vec![0u32; compact_src.len()];
+        for r in 0..num_relations {
+            compact_rel[compact_ptr[r]..compact_ptr[r + 1]].iter_mut().for_each(|x| *x = r as u32);
+        }
+        let mut edge_segment = vec![0u32; e];
+        for s in 0..seg_dst.len() {
+            for p in seg_ptr[s]..seg_ptr[s + 1] {
+                edge_segment[dst_edges[p] as usize] = s as u32;
+            }
+        }
 
         GraphLayout {
             num_nodes: n,
@@ -124,6 +138,8 @@ impl GraphLayout {
             compact_ptr,
             compact_src,
             edge_compact_row,
+            compact_rel,
+            edge_segment,
         }
     }
 
@@ -229,7 +245,10 @@ mod tests {
             assert_eq!(rows, want.as_slice(), "compact rows of relation {rr}");
         }
         for i in 0..e {
+            let seg = l.edge_segment[i] as usize;
+            assert_eq!((l.seg_dst[seg], l.seg_rel[seg]), (g.dst[i], g.rel[i]));
             let row = l.edge_compact_row[i] as usize;
+            assert_eq!(l.compact_rel[row], g.rel[i]);
             assert_eq!(l.compact_src[row], g.src[i]);
             assert!(l.compact_ptr[g.rel[i] as usize] <= row && row < l.compact_ptr[g.rel[i] as usize + 1]);
         }

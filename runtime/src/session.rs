@@ -99,6 +99,10 @@ impl Session {
     pub fn peak_bytes(&self) -> usize {
         self.exec.peak_bytes()
     }
+    /// The kernel program this session runs, when the model was lowered to kernels.
+    pub fn plan(&self) -> Option<&rgnn_ir::level2::KernelProgram> {
+        self.exec.plan()
+    }
 
     /// One forward pass.
     pub fn run(&mut self) -> Result<Outputs> {

@@ -1,0 +1,593 @@
+//! CPU implementations of the templates (rayon across rows; `matrixmultiply` for dense blocks).
+//! Fused row programs run on a small interpreter over per-thread scratch slots.
+
+use rayon::prelude::*;
+use rgnn_ir::level2::*;
+use rgnn_ir::{Activation, BinaryFn, Domain, NormKind, Reduce, RowIndex, SoftmaxGroup, WeightSelect};
+
+/// A parameter: shape and f32 data.
+#[derive(Clone, Copy)]
+pub struct Param<'a> {
+    pub shape: &'a [usize],
+    pub data: &'a [f32],
+}
+
+/// The graph layouts the templates index through (built once per graph by the runtime).
+#[derive(Clone, Copy)]
+pub struct GraphIndex<'a> {
+    pub num_nodes: usize,
+    /// Node id ranges per node type.
+    pub type_offsets: &'a [usize],
+    pub src: &'a [u32],
+    pub dst: &'a [u32],
+    pub rel: &'a [u32],
+    /// CSR by destination, relation-sorted within a node.
+    pub dst_ptr: &'a [usize],
+    pub dst_edges: &'a [u32],
+    /// (destination, relation) segments: edges `seg_ptr[s]..seg_ptr[s+1]` of `dst_edges`.
+    pub seg_ptr: &'a [usize],
+    pub seg_dst: &'a [u32],
+    pub seg_rel: &'a [u32],
+    pub node_seg_ptr: &'a [usize],
+    pub edge_segment: &'a [u32],
+    /// Compact (source, relation) rows grouped by relation.
+    pub compact_ptr: &'a [usize],
+    pub compact_src: &'a [u32],
+    pub compact_rel: &'a [u32],
+    pub edge_compact_row: &'a [u32],
+    /// Edges grouped by relation.
+    pub rel_ptr: &'a [usize],
+    pub rel_edges: &'a [u32],
+    /// Pair graphs: batch, nodes, node mask.
+    pub pair: Option<(usize, usize, &'a [u8])>,
+}
+
+impl GraphIndex<'_> {
+    pub fn rows(&self, d: Domain) -> usize {
+        match d {
+            Domain::Node(None) => self.num_nodes,
+            Domain::Node(Some(t)) => self.type_offsets.get(t.0 + 1).map_or(0, |e| e - self.type_offsets[t.0]),
+            Domain::Edge => self.src.len(),
+            Domain::CompactSrcRel => self.compact_src.len(),
+            Domain::CompactDstRel => self.seg_dst.len(),
+            Domain::Pair => self.pair.map_or(0, |(b, n, _)| b * n * n),
+            Domain::Graph => self.pair.map_or(1, |(b, _, _)| b),
+        }
+    }
+
+    /// The row of a buffer reached from row `row` of domain `d` through `at`.
+    fn resolve(&self, d: Domain, row: usize, at: RowRef) -> usize {
+        match at {
+            RowRef::Own => row,
+            RowRef::EdgeSrc => self.src[row] as usize,
+            RowRef::EdgeDst => self.dst[row] as usize,
+            RowRef::EdgeCompactSrc => self.edge_compact_row[row] as usize,
+            RowRef::EdgeCompactDst => self.edge_segment[row] as usize,
+            RowRef::CompactNode => match d {
+                Domain::CompactSrcRel => self.compact_src[row] as usize,
+                _ => self.seg_dst[row] as usize,
+            },
+            RowRef::PairTranspose => {
+                let n = self.pair.map_or(1, |(_, n, _)| n);
+                let (b, i, k) = (row / (n * n), (row / n) % n, row % n);
+                b * n * n + k * n + i
+            }
+            RowRef::TypedToGlobal => match d {
+                Domain::Node(Some(t)) => self.type_offsets[t.0] + row,
+                _ => row,
+            },
+        }
+    }
+
+    fn relation(&self, d: Domain, row: usize) -> usize {
+        match d {
+            Domain::Edge => self.rel[row] as usize,
+            Domain::CompactSrcRel => self.compact_rel[row] as usize,
+            Domain::CompactDstRel => self.seg_rel[row] as usize,
+            _ => 0,
+        }
+    }
+
+    fn node_type(&self, row: usize) -> usize {
+        self.type_offsets.partition_point(|&o| o <= row).saturating_sub(1)
+    }
+
+    fn weight_type(&self, d: Domain, row: usize, select: WeightSelect) -> usize {
+        match select {
+            WeightSelect::Shared => 0,
+            WeightSelect::Relation => self.relation(d, row),
+            WeightSelect::NodeType => self.node_type(row),
+        }
+    }
+
+    fn table_row(&self, d: Domain, row: usize, r: RowIndex) -> usize {
+        match (r, d) {
+            (RowIndex::Zero, _) => 0,
+            (RowIndex::Src, Domain::Edge) => self.src[row] as usize,
+            (RowIndex::Dst, Domain::Edge) => self.dst[row] as usize,
+            (RowIndex::Src, Domain::CompactSrcRel) => self.compact_src[row] as usize,
+            (RowIndex::Dst, Domain::CompactDstRel) => self.seg_dst[row] as usize,
+            _ => row,
+        }
+    }
+
+    fn pair_mask(&self, row: usize) -> bool {
+        let (_, n, mask) = self.pair.expect("pair graph");
+        let (b, i, k) = (row / (n * n), (row / n) % n, row % n);
+        mask[b * n + i] != 0 && mask[b * n + k] != 0
+    }
+}
+
+/// Output rows written from several threads; each row by exactly one task.
+struct SharedRows {
+    ptr: *mut f32,
+    width: usize,
+}
+unsafe impl Sync for SharedRows {}
+impl SharedRows {
+    /// SAFETY: callers write disjoint rows, each in bounds.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, r: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.ptr.add(r * self.width), self.width)
+    }
+}
+
+/// Slot offsets of a row program in a flat scratch row.
+fn slot_offsets(p: &RowProgram) -> (Vec<usize>, usize) {
+    let mut off = Vec::with_capacity(p.widths.len());
+    let mut total = 0;
+    for w in &p.widths {
+        off.push(total);
+        total += w;
+    }
+    (off, total)
+}
+
+fn act(f: Activation, x: f32) -> f32 {
+    match f {
+        Activation::Relu => x.max(0.0),
+        Activation::LeakyRelu(s) => {
+            if x >= 0.0 {
+                x
+            } else {
+                x * s
+            }
+        }
+        Activation::Gelu => (0.5 * x as f64 * (1.0 + libm::erf(x as f64 / std::f64::consts::SQRT_2))) as f32,
+        Activation::Silu => x / (1.0 + (-x).exp()),
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Activation::Exp => x.exp(),
+        Activation::Tanh => x.tanh(),
+        Activation::Elu => {
+            if x > 0.0 {
+                x
+            } else {
+                x.exp_m1()
+            }
+        }
+    }
+}
+
+/// Everything a row program can read.
+struct Env<'a> {
+    buffers: &'a [Option<Vec<f32>>],
+    widths: &'a [usize],
+    params: &'a [Param<'a>],
+    g: &'a GraphIndex<'a>,
+}
+
+/// Run `prog` for row `row` of domain `d` into `scratch` (slots at `off`). `acc` feeds `Acc`,
+/// `alpha` feeds `Softmax`. Ops before `start` are assumed done.
+#[allow(clippy::too_many_arguments)]
+fn run_row(
+    env: &Env,
+    prog: &RowProgram,
+    off: &[usize],
+    scratch: &mut [f32],
+    d: Domain,
+    row: usize,
+    acc: &[f32],
+    alpha: &[f32],
+    upto: usize,
+) {
+    for (i, op) in prog.ops.iter().enumerate().take(upto) {
+        let w = prog.widths[i];
+        let (before, rest) = scratch.split_at_mut(off[i]);
+        let out = &mut rest[..w];
+        let slot = |s: usize| &before[off[s]..off[s] + prog.widths[s]];
+        match op {
+            RowOp::Load { buffer, at } => {
+                let r = env.g.resolve(d, row, *at);
+                let bw = env.widths[buffer.0];
+                out.copy_from_slice(&env.buffers[buffer.0].as_ref().expect("live buffer")[r * bw..(r + 1) * bw]);
+            }
+            RowOp::Acc => out.copy_from_slice(acc),
+            RowOp::Param { table, select, row: r } => {
+                let p = &env.params[table.0];
+                let (m, pw) = (p.shape[1], p.shape[2]);
+                let t = env.g.weight_type(d, row, *select);
+                let tr = env.g.table_row(d, row, *r);
+                out.copy_from_slice(&p.data[(t * m + tr) * pw..(t * m + tr + 1) * pw]);
+            }
+            RowOp::Unary { x, f } => out.iter_mut().zip(slot(*x)).for_each(|(o, &v)| *o = act(*f, v)),
+            RowOp::Binary { a, b, f, a_shape, b_shape } => {
+                let (av, bv) = (slot(*a), slot(*b));
+                for h in 0..a_shape.heads {
+                    for c in 0..a_shape.dim {
+                        let bi = (if b_shape.heads == 1 { 0 } else { h }) * b_shape.dim + if b_shape.dim == 1 { 0 } else { c };
+                        let (x, y) = (av[h * a_shape.dim + c], bv[bi]);
+                        out[h * a_shape.dim + c] = match f {
+                            BinaryFn::Add => x + y,
+                            BinaryFn::Sub => x - y,
+                            BinaryFn::Mul => x * y,
+                        };
+                    }
+                }
+            }
+            RowOp::Bias { x, bias } => out.iter_mut().zip(slot(*x)).zip(env.params[bias.0].data).for_each(|((o, &v), &b)| *o = v + b),
+            RowOp::Scale { x, factor } => out.iter_mut().zip(slot(*x)).for_each(|(o, &v)| *o = v * factor),
+            RowOp::ScaleByParam { x, factor } => {
+                let f = env.params[factor.0].data[0];
+                out.iter_mut().zip(slot(*x)).for_each(|(o, &v)| *o = v * f)
+            }
+            RowOp::HeadDot { a, b, shape } => {
+                let (av, bv) = (slot(*a), slot(*b));
+                for h in 0..shape.heads {
+                    out[h] = (0..shape.dim).map(|c| av[h * shape.dim + c] * bv[h * shape.dim + c]).sum();
+                }
+            }
+            RowOp::HeadOuter { a, b, a_shape, b_shape } => {
+                let (av, bv) = (slot(*a), slot(*b));
+                for h in 0..a_shape.heads {
+                    for x in 0..a_shape.dim {
+                        for y in 0..b_shape.dim {
+                            out[(h * a_shape.dim + x) * b_shape.dim + y] = av[h * a_shape.dim + x] * bv[h * b_shape.dim + y];
+                        }
+                    }
+                }
+            }
+            RowOp::HeadMean { x, shape } => {
+                let xv = slot(*x);
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = (0..shape.heads).map(|h| xv[h * shape.dim + c]).sum::<f32>() / shape.heads as f32;
+                }
+            }
+            RowOp::Slice { x, start, len } => out.copy_from_slice(&slot(*x)[*start..start + len]),
+            RowOp::Norm { x, kind, weight, bias } => {
+                let xv = slot(*x);
+                let n = w as f64;
+                let (shift, inv) = match kind {
+                    NormKind::LayerNorm { eps } => {
+                        let mean = xv.iter().map(|&v| v as f64).sum::<f64>() / n;
+                        let var = xv.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+                        (mean, 1.0 / (var + *eps as f64).sqrt())
+                    }
+                    NormKind::Rms { eps } => (0.0, 1.0 / (xv.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n + *eps as f64).sqrt()),
+                    NormKind::Affine => (0.0, 1.0),
+                };
+                for c in 0..w {
+                    let mut v = (xv[c] as f64 - shift) * inv;
+                    if let Some(p) = weight {
+                        v *= env.params[p.0].data[c] as f64;
+                    }
+                    if let Some(p) = bias {
+                        v += env.params[p.0].data[c] as f64;
+                    }
+                    out[c] = v as f32;
+                }
+            }
+            RowOp::GatedSkip { update, residual, gate } => {
+                let s = 1.0 / (1.0 + (-env.params[gate.0].data[0]).exp());
+                let (u, r) = (slot(*update), slot(*residual));
+                for c in 0..w {
+                    out[c] = s * u[c] + (1.0 - s) * r[c];
+                }
+            }
+            RowOp::PairMask { x } => {
+                let keep = env.g.pair_mask(row);
+                out.iter_mut().zip(slot(*x)).for_each(|(o, &v)| *o = if keep { v } else { 0.0 });
+            }
+            RowOp::Softmax { .. } => out.copy_from_slice(alpha),
+        }
+    }
+}
+
+/// Execute a kernel program. `buffers` holds the inputs (by buffer id); the rest are allocated
+/// here and freed after their last reader. Returns every buffer that is still held (outputs).
+pub fn execute(kp: &KernelProgram, params: &[Param], g: &GraphIndex, mut buffers: Vec<Option<Vec<f32>>>) -> Vec<Option<Vec<f32>>> {
+    let widths: Vec<usize> = kp.buffers.iter().map(|b| b.width).collect();
+    buffers.resize(kp.buffers.len(), None);
+    for (k, kernel) in kp.kernels.iter().enumerate() {
+        let out_id = kernel.output();
+        let out_buf = &kp.buffers[out_id.0];
+        let mut out = buffers[out_id.0].take().unwrap_or_else(|| vec![0f32; g.rows(out_buf.domain) * out_buf.width]);
+        {
+            let env = Env { buffers: &buffers, widths: &widths, params, g };
+            let shared = SharedRows { ptr: out.as_mut_ptr(), width: out_buf.width };
+            match kernel {
+                Kernel::Gemm(gk) => gemm(&env, gk, &shared),
+                Kernel::Traversal(t) => traversal(&env, t, &shared),
+                Kernel::PivotAttention(p) => pivot(&env, p, &shared),
+                Kernel::Map(m) => map(&env, m, &shared),
+            }
+        }
+        buffers[out_id.0] = Some(out);
+        // Free buffers whose last reader this was.
+        for (i, b) in kp.buffers.iter().enumerate() {
+            if b.lifetime.1 == k && !matches!(b.role, BufferRole::Output(_)) && BufferId(i) != out_id {
+                buffers[i] = None;
+            }
+        }
+    }
+    buffers
+}
+
+/// Rows of `d` grouped by weight type.
+fn groups(g: &GraphIndex, d: Domain, select: WeightSelect, types: usize) -> Vec<(usize, Vec<u32>)> {
+    let rows = g.rows(d);
+    match (select, d) {
+        (WeightSelect::Shared, _) => vec![(0, (0..rows as u32).collect())],
+        (WeightSelect::Relation, Domain::CompactSrcRel) => {
+            (0..types).map(|t| (t, (g.compact_ptr[t] as u32..g.compact_ptr[t + 1] as u32).collect())).collect()
+        }
+        (WeightSelect::Relation, Domain::Edge) => (0..types).map(|t| (t, g.rel_edges[g.rel_ptr[t]..g.rel_ptr[t + 1]].to_vec())).collect(),
+        (WeightSelect::NodeType, _) => {
+            (0..types).map(|t| (t, (g.type_offsets[t] as u32..g.type_offsets[t + 1] as u32).collect())).collect()
+        }
+        _ => {
+            let mut by: Vec<Vec<u32>> = vec![vec![]; types];
+            for r in 0..rows {
+                by[g.weight_type(d, r, select)].push(r as u32);
+            }
+            by.into_iter().enumerate().collect()
+        }
+    }
+}
+
+const GEMM_ROWS: usize = 64;
+
+fn gemm(env: &Env, k: &GemmKernel, out: &SharedRows) {
+    let w = &env.params[k.weight.0];
+    let (types, blocks, bin, bout) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
+    let (in_w, out_w) = (blocks * bin, blocks * bout);
+    let (in_off, in_total) = slot_offsets(&k.input);
+    let (ep_off, ep_total) = slot_offsets(&k.epilogue);
+    let work: Vec<(usize, Vec<u32>)> = groups(env.g, k.domain, k.select, types)
+        .into_iter()
+        .flat_map(|(t, rows)| rows.chunks(GEMM_ROWS).map(|c| (t, c.to_vec())).collect::<Vec<_>>())
+        .collect();
+    work.par_iter().for_each_init(
+        || (vec![0f32; in_total], vec![0f32; ep_total], vec![0f32; GEMM_ROWS * in_w], vec![0f32; GEMM_ROWS * out_w]),
+        |(sin, sep, a, c), (t, rows)| {
+            let m = rows.len();
+            for (i, &r) in rows.iter().enumerate() {
+                run_row(env, &k.input, &in_off, sin, k.domain, r as usize, &[], &[], k.input.ops.len());
+                let res = k.input.result();
+                a[i * in_w..(i + 1) * in_w].copy_from_slice(&sin[in_off[res]..in_off[res] + in_w]);
+            }
+            let wt = &w.data[t * blocks * bin * bout..(t + 1) * blocks * bin * bout];
+            for b in 0..blocks {
+                // SAFETY: pointers and strides describe in-bounds row-major blocks.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        bin,
+                        bout,
+                        1.0,
+                        a.as_ptr().add(b * bin),
+                        in_w as isize,
+                        1,
+                        wt.as_ptr().add(b * bin * bout),
+                        bout as isize,
+                        1,
+                        0.0,
+                        c.as_mut_ptr().add(b * bout),
+                        out_w as isize,
+                        1,
+                    );
+                }
+            }
+            for (i, &r) in rows.iter().enumerate() {
+                run_row(env, &k.epilogue, &ep_off, sep, k.domain, r as usize, &c[i * out_w..(i + 1) * out_w], &[], k.epilogue.ops.len());
+                let res = k.epilogue.result();
+                // SAFETY: each row belongs to exactly one work item.
+                let o = unsafe { out.row(r as usize) };
+                o.copy_from_slice(&sep[ep_off[res]..ep_off[res] + o.len()]);
+            }
+        },
+    );
+}
+
+fn reduce_into(acc: &mut [f32], x: &[f32], reduce: Reduce, first: bool) {
+    match reduce {
+        Reduce::Sum | Reduce::Mean => acc.iter_mut().zip(x).for_each(|(a, &v)| *a += v),
+        Reduce::Max => acc.iter_mut().zip(x).for_each(|(a, &v)| *a = if first { v } else { a.max(v) }),
+    }
+}
+
+fn traversal(env: &Env, t: &TraversalKernel, out: &SharedRows) {
+    let g = env.g;
+    let (off, total) = slot_offsets(&t.edge);
+    let (ep_off, ep_total) = slot_offsets(&t.epilogue);
+    let res = t.edge.result();
+    let width = t.edge.widths[res];
+    let softmax = t.edge.ops.iter().position(|o| matches!(o, RowOp::Softmax { .. }));
+    let item_domain = if t.over_segments { Domain::CompactDstRel } else { Domain::Edge };
+    (0..g.num_nodes).into_par_iter().for_each_init(
+        || (vec![0f32; total], vec![0f32; ep_total], vec![0f32; width], vec![0f32; width], Vec::<f32>::new(), Vec::<f32>::new()),
+        |(s, sep, acc, seg_acc, logits, stats), v| {
+            // Items: the node's in-edges, or its segments; grouped into segments per relation.
+            let segs: Vec<(usize, usize, usize)> = if t.over_segments {
+                (g.node_seg_ptr[v]..g.node_seg_ptr[v + 1]).map(|sg| (sg, sg, sg + 1)).collect()
+            } else {
+                (g.node_seg_ptr[v]..g.node_seg_ptr[v + 1]).map(|sg| (sg, g.seg_ptr[sg], g.seg_ptr[sg + 1])).collect()
+            };
+            let item = |p: usize| if t.over_segments { p } else { g.dst_edges[p] as usize };
+            // Softmax statistics (max, sum per column) per group: the node, or each segment.
+            let mut alpha_of: Option<(usize, SoftmaxGroup, usize)> = None;
+            if let Some(si) = softmax {
+                let RowOp::Softmax { x, group } = t.edge.ops[si] else { unreachable!() };
+                let lw = t.edge.widths[x];
+                let n_items: usize = segs.iter().map(|(_, a, b)| b - a).sum();
+                logits.clear();
+                logits.resize(n_items * lw, 0.0);
+                let mut i = 0;
+                for &(_, a, b) in &segs {
+                    for p in a..b {
+                        run_row(env, &t.edge, &off, s, item_domain, item(p), &[], &[], si);
+                        logits[i * lw..(i + 1) * lw].copy_from_slice(&s[off[x]..off[x] + lw]);
+                        i += 1;
+                    }
+                }
+                // stats: per group, max then sum per column.
+                let n_groups = if group == SoftmaxGroup::Dst { 1 } else { segs.len() };
+                stats.clear();
+                stats.resize(n_groups * 2 * lw, 0.0);
+                let mut i = 0;
+                for (gi_seg, &(_, a, b)) in segs.iter().enumerate() {
+                    let gi = if group == SoftmaxGroup::Dst { 0 } else { gi_seg };
+                    for p in a..b {
+                        let _ = p;
+                        for c in 0..lw {
+                            let m = &mut stats[gi * 2 * lw + c];
+                            let l = logits[i * lw + c];
+                            *m = if (i == 0 && group == SoftmaxGroup::Dst) || (p == a && group == SoftmaxGroup::DstRel) {
+                                l
+                            } else {
+                                m.max(l)
+                            };
+                        }
+                        i += 1;
+                    }
+                }
+                let mut i = 0;
+                for (gi_seg, &(_, a, b)) in segs.iter().enumerate() {
+                    let gi = if group == SoftmaxGroup::Dst { 0 } else { gi_seg };
+                    for _ in a..b {
+                        for c in 0..lw {
+                            let m = stats[gi * 2 * lw + c];
+                            stats[gi * 2 * lw + lw + c] += (logits[i * lw + c] - m).exp();
+                        }
+                        i += 1;
+                    }
+                }
+                alpha_of = Some((si, group, lw));
+            }
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            let mut alpha = vec![0f32; alpha_of.map_or(0, |(_, _, lw)| lw)];
+            let mut i = 0;
+            let mut any = false;
+            for (gi_seg, &(sg, a, b)) in segs.iter().enumerate() {
+                seg_acc.iter_mut().for_each(|x| *x = 0.0);
+                for (j, p) in (a..b).enumerate() {
+                    if let Some((_, group, lw)) = alpha_of {
+                        let gi = if group == SoftmaxGroup::Dst { 0 } else { gi_seg };
+                        for c in 0..lw {
+                            let (m, z) = (stats[gi * 2 * lw + c], stats[gi * 2 * lw + lw + c]);
+                            alpha[c] = ((logits[i * lw + c] - m).exp() as f64 / (z as f64 + 1e-16)) as f32;
+                        }
+                    }
+                    run_row(env, &t.edge, &off, s, item_domain, item(p), &[], &alpha, t.edge.ops.len());
+                    let x = &s[off[res]..off[res] + width];
+                    if t.per_relation {
+                        reduce_into(seg_acc, x, t.reduce, j == 0);
+                    } else {
+                        reduce_into(acc, x, t.reduce, !any);
+                    }
+                    any = true;
+                    i += 1;
+                }
+                if t.per_relation && b > a {
+                    if t.reduce == Reduce::Mean {
+                        let n = (b - a) as f32;
+                        seg_acc.iter_mut().for_each(|x| *x /= n);
+                    }
+                    if t.domain == Domain::CompactDstRel {
+                        run_row(env, &t.epilogue, &ep_off, sep, Domain::CompactDstRel, sg, seg_acc, &[], t.epilogue.ops.len());
+                        // SAFETY: segment rows belong to this node only.
+                        let o = unsafe { out.row(sg) };
+                        o.copy_from_slice(&sep[ep_off[t.epilogue.result()]..ep_off[t.epilogue.result()] + o.len()]);
+                    } else {
+                        acc.iter_mut().zip(seg_acc.iter()).for_each(|(x, &y)| *x += y);
+                    }
+                }
+            }
+            if t.domain == Domain::CompactDstRel {
+                return;
+            }
+            if !t.per_relation && t.reduce == Reduce::Mean && i > 0 {
+                let n = i as f32;
+                acc.iter_mut().for_each(|x| *x /= n);
+            }
+            run_row(env, &t.epilogue, &ep_off, sep, Domain::Node(None), v, acc, &[], t.epilogue.ops.len());
+            // SAFETY: node rows are written by their own task.
+            let o = unsafe { out.row(v) };
+            o.copy_from_slice(&sep[ep_off[t.epilogue.result()]..ep_off[t.epilogue.result()] + o.len()]);
+        },
+    );
+}
+
+fn pivot(env: &Env, p: &PivotKernel, out: &SharedRows) {
+    let g = env.g;
+    let (_, n, mask) = g.pair.expect("pair graph");
+    let (heads, d) = (p.shape.heads, p.shape.dim);
+    let operand = |i: usize| {
+        let (b, col) = p.operands[i];
+        (env.buffers[b.0].as_ref().expect("live").as_slice(), env.widths[b.0], col)
+    };
+    let ops: Vec<(&[f32], usize, usize)> = (0..5).map(operand).collect();
+    let at = |o: usize, row: usize, h: usize| {
+        let (data, w, col) = ops[o];
+        &data[row * w + col + h * d..row * w + col + (h + 1) * d]
+    };
+    let rows = g.rows(Domain::Pair);
+    (0..rows).into_par_iter().for_each_init(
+        || vec![0f32; n],
+        |scores, r| {
+            let (b, i, k) = (r / (n * n), (r / n) % n, r % n);
+            // SAFETY: each pair row is written by its own task.
+            let o = unsafe { out.row(r) };
+            for h in 0..heads {
+                let q = at(0, r, h);
+                let mut m = f32::NEG_INFINITY;
+                for j in 0..n {
+                    let s = if mask[b * n + i] == 0 || mask[b * n + j] == 0 {
+                        -1e9
+                    } else {
+                        let (ka, kb) = (at(1, b * n * n + i * n + j, h), at(2, b * n * n + j * n + k, h));
+                        (0..d).map(|e| q[e] * (ka[e] + kb[e])).sum::<f32>() * p.scale
+                    };
+                    scores[j] = s;
+                    m = m.max(s);
+                }
+                let mut z = 0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - m).exp();
+                    z += *s;
+                }
+                let y = &mut o[h * d..(h + 1) * d];
+                y.iter_mut().for_each(|v| *v = 0.0);
+                for (j, &sj) in scores.iter().enumerate() {
+                    let (va, vb) = (at(3, b * n * n + i * n + j, h), at(4, b * n * n + j * n + k, h));
+                    let pj = sj / z;
+                    y.iter_mut().zip(va.iter().zip(vb)).for_each(|(yv, (a, b))| *yv += pj * (a + b));
+                }
+            }
+        },
+    );
+}
+
+fn map(env: &Env, m: &MapKernel, out: &SharedRows) {
+    let (off, total) = slot_offsets(&m.program);
+    let res = m.program.result();
+    (0..env.g.rows(m.domain)).into_par_iter().for_each_init(
+        || vec![0f32; total],
+        |s, r| {
+            run_row(env, &m.program, &off, s, m.domain, r, &[], &[], m.program.ops.len());
+            let target = env.g.resolve(m.domain, r, m.output_at);
+            // SAFETY: distinct rows map to distinct target rows.
+            let o = unsafe { out.row(target) };
+            o.copy_from_slice(&s[off[res]..off[res] + o.len()]);
+        },
+    );
+}
