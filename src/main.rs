@@ -152,13 +152,20 @@ fn dispatch(cmd: Command) -> Result<()> {
             for w in &m.config.warnings {
                 eprintln!("warning: {w}");
             }
-            if memory || emit.is_some() {
-                bail!("--memory and --emit arrive with the memory planner and the GPU code generators; --ir and --plan are available");
+            if emit.is_some() {
+                bail!("--emit arrives with the WGSL and CUDA code generators; --ir, --plan and --memory are available");
             }
+            if memory && graph.is_none() {
+                bail!("--memory needs --graph: buffer sizes depend on the graph");
+            }
+            let mut session = None;
             let program = match &graph {
                 Some(g) => {
                     let g = Graph::load(g).with_context(|| format!("loading graph {}", g.display()))?;
                     println!("# graph: {}", g.summary());
+                    if plan || memory {
+                        session = Some(Session::new(&m, &g, BackendKind::Cpu)?);
+                    }
                     rgnn::runtime::compile_for_graph(&m, &g)?.0
                 }
                 None => rgnn::runtime::program_without_graph(&m)?,
@@ -170,10 +177,19 @@ fn dispatch(cmd: Command) -> Result<()> {
                 print!("{program}");
             }
             if plan {
+                // With a graph: the plan the CPU backend runs (with its per-relation compaction).
                 let optimized = rgnn::codegen::optimize(&program, rgnn::codegen::PassOptions::default())?;
-                match rgnn::codegen::lower(&optimized) {
-                    Ok(kp) => print!("{}", kp.to_text()),
-                    Err(e) => println!("# {e}; the level-1 interpreter runs this model"),
+                match (session.as_ref().and_then(|s| s.plan()), rgnn::codegen::lower(&optimized)) {
+                    (Some(kp), _) => print!("{}", kp.to_text()),
+                    (None, Ok(kp)) => print!("{}", kp.to_text()),
+                    (None, Err(e)) => println!("# {e}; the level-1 interpreter runs this model"),
+                }
+            }
+            if memory {
+                let s = session.as_ref().expect("a session exists with --graph");
+                match (s.plan(), s.memory_plan()) {
+                    (Some(kp), Some(mp)) => print!("{}", mp.to_text(kp)),
+                    _ => println!("# not lowered to kernels: no memory plan (the level-1 interpreter runs this model)"),
                 }
             }
         }

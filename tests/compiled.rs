@@ -11,6 +11,7 @@ use rgnn::{BackendKind, Graph, Model, Session};
 fn every_fixture_is_compiled_and_matches_the_interpreter() {
     let mut failures = vec![];
     let mut templates = std::collections::BTreeMap::<&str, usize>::new();
+    let mut worst_ratio = 0f64;
     for case in fixture_cases() {
         let dir = fixtures_dir();
         let model = Model::load(dir.join(format!("{case}.model.safetensors"))).unwrap();
@@ -19,13 +20,21 @@ fn every_fixture_is_compiled_and_matches_the_interpreter() {
         let params = interpreter::eval_params(&program, &model.weights).unwrap();
         let oracle = interpreter::run(&program, &params, &exec).unwrap();
         let mut session = Session::new(&model, &graph, BackendKind::Cpu).unwrap();
-        let Some(plan) = session.plan() else {
+        let Some(plan) = session.plan().cloned() else {
             failures.push(format!("{case}: not lowered to kernels"));
             continue;
         };
         for k in &plan.kernels {
             *templates.entry(k.template()).or_default() += 1;
         }
+        let mem = session.memory_plan().expect("compiled sessions have a memory plan");
+        if !mem.is_valid(session.plan().unwrap()) {
+            failures.push(format!("{case}: memory plan overlaps live buffers"));
+        }
+        if mem.planned_bytes as f64 > 1.10 * mem.lower_bound_bytes as f64 {
+            failures.push(format!("{case}: planned {} bytes > 1.10 x lower bound {}", mem.planned_bytes, mem.lower_bound_bytes));
+        }
+        worst_ratio = worst_ratio.max(mem.planned_bytes as f64 / mem.lower_bound_bytes.max(1) as f64);
         let got = session.run().unwrap();
         for (name, want) in &oracle {
             let g = got.get(name).unwrap();
@@ -35,7 +44,7 @@ fn every_fixture_is_compiled_and_matches_the_interpreter() {
             }
         }
     }
-    println!("kernels instantiated across fixtures: {templates:?}");
+    println!("kernels instantiated across fixtures: {templates:?}; worst planned/lower-bound memory ratio {worst_ratio:.3}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     for t in ["gemm", "traversal", "pivot_attention"] {
         assert!(templates.contains_key(t), "no {t} kernel instantiated: {templates:?}");

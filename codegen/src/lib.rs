@@ -11,9 +11,13 @@
 //! pass. Status: the level-1 passes ([`passes`]) are in place; lowering to level 2, fusion and
 //! memory planning come next, and until then backends run the (optimised) level-1 program.
 
+pub mod compaction;
 pub mod lower;
+pub mod memory;
 pub mod passes;
 mod rewrite;
 
+pub use compaction::{choose_compaction, RelationCompaction};
 pub use lower::{lower, Unsupported};
+pub use memory::{plan_memory, MemoryPlan};
 pub use passes::{optimize, PassOptions};

@@ -70,6 +70,7 @@ pub fn lower(program: &Program) -> Result<KernelProgram, Unsupported> {
         outputs: vec![],
         materialization: vec![],
         node_types: program.node_types().to_vec(),
+        compaction: vec![],
     };
     for (name, v) in program.outputs() {
         let b = l.buffer_of[v];

@@ -289,6 +289,10 @@ pub struct KernelProgram {
     pub outputs: Vec<(String, BufferId)>,
     pub materialization: Vec<Materialization>,
     pub node_types: Vec<String>,
+    /// Per relation, for the graph at hand: (edges, unique sources, compacted). Compacted
+    /// relations store compact (source, relation) values once per unique source, the others
+    /// once per edge.
+    pub compaction: Vec<(usize, usize, bool)>,
 }
 
 impl KernelProgram {
@@ -296,9 +300,26 @@ impl KernelProgram {
         &self.buffers[b.0]
     }
 
-    /// The readable plan: one block per kernel.
+    /// The readable plan: one line per kernel, then the per-relation compaction decisions.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
+        self.write_kernels(&mut s);
+        if !self.compaction.is_empty() {
+            let compacted: Vec<String> = self.compaction.iter().enumerate().filter(|(_, c)| c.2).map(|(r, _)| r.to_string()).collect();
+            let _ = writeln!(s, "compact (source, relation) rows: {} of {} relations compacted", compacted.len(), self.compaction.len());
+            for (r, (e, u, c)) in self.compaction.iter().enumerate() {
+                let ratio = if *e == 0 { 1.0 } else { *u as f64 / *e as f64 };
+                let _ = writeln!(
+                    s,
+                    "  relation {r:>4}: {e:>8} edges, {u:>8} unique sources (ratio {ratio:.2}): {}",
+                    if *c { "compacted" } else { "per edge" }
+                );
+            }
+        }
+        s
+    }
+
+    fn write_kernels(&self, s: &mut String) {
         let buf = |b: &BufferId| self.buffers[b.0].name.clone();
         let prog = |p: &RowProgram| -> String {
             p.ops
@@ -362,6 +383,5 @@ impl KernelProgram {
                 Kernel::Map(m) => writeln!(s, "k{i} map over {}: [{}] -> {}", m.domain, prog(&m.program), buf(&m.output)),
             };
         }
-        s
     }
 }

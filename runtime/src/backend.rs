@@ -41,6 +41,10 @@ pub trait Executable: Send {
     fn plan(&self) -> Option<&KernelProgram> {
         None
     }
+    /// The memory plan of the kernel program for this graph, if compiled.
+    fn memory_plan(&self) -> Option<rgnn_codegen::MemoryPlan> {
+        None
+    }
 }
 
 /// A device that can run programs.
@@ -129,6 +133,10 @@ impl Executable for CompiledCpu {
     fn plan(&self) -> Option<&KernelProgram> {
         Some(&self.plan)
     }
+    fn memory_plan(&self) -> Option<rgnn_codegen::MemoryPlan> {
+        let index = self.index();
+        Some(rgnn_codegen::plan_memory(&self.plan, |d| index.rows(d)))
+    }
 }
 
 struct CpuExecutable {
@@ -169,7 +177,12 @@ impl Backend for CpuBackend {
                         }
                     }
                 }
-                let layout = GraphLayout::new(&graph, num_relations);
+                let (edges, unique) = GraphLayout::unique_sources_per_relation(&graph, num_relations);
+                let compaction = rgnn_codegen::choose_compaction(&edges, &unique);
+                let compact: Vec<bool> = compaction.iter().map(|c| c.compacted).collect();
+                let layout = GraphLayout::with_compaction(&graph, num_relations, &compact);
+                let mut plan = plan;
+                plan.compaction = compaction.iter().map(|c| (c.edges, c.unique_sources, c.compacted)).collect();
                 Ok(Box::new(CompiledCpu { plan, params, graph, layout, peak: 0 }))
             }
             Err(_) => Ok(Box::new(CpuExecutable { program: program.clone(), params, graph, peak: 0 })),

@@ -7,9 +7,10 @@
 //!   per-relation means or softmaxes read one segment.
 //! - **Relation-sorted COO**: edge ids grouped by relation, so a grouped GEMM over edges reads one
 //!   contiguous range per relation.
-//! - **Compact (source, relation) rows**: the unique pairs grouped by relation (sorted by source
-//!   within a relation), with a direct edge → row map (no binary search at run time) and the
-//!   per-relation unique-source / edge ratio the compiler uses to decide compaction per relation.
+//! - **Compact (source, relation) rows**: per relation, either one row per unique source
+//!   (compacted; sorted by source) or one row per edge (not compacted), as the
+//!   compiler decides per relation from the unique-source / edge ratio; rows are grouped by
+//!   relation, and every edge has a direct row index (no binary search at run time).
 //!
 //! Construction is counting sorts, O(E + N + R).
 
@@ -65,8 +66,31 @@ fn counting_sort(items: impl Iterator<Item = u32> + Clone, buckets: usize, key: 
 }
 
 impl GraphLayout {
-    /// Build every layout for `graph`. `num_relations` must exceed every relation id.
+    /// Build every layout for `graph`, every relation compacted. `num_relations` must exceed
+    /// every relation id.
     pub fn new(graph: &ExecGraph, num_relations: usize) -> Self {
+        Self::with_compaction(graph, num_relations, &vec![true; num_relations])
+    }
+
+    /// Unique sources per relation, without building the layout (for the compaction decision).
+    pub fn unique_sources_per_relation(graph: &ExecGraph, num_relations: usize) -> (Vec<usize>, Vec<usize>) {
+        let mut edges = vec![0usize; num_relations];
+        let mut pairs: Vec<u64> = graph.src.iter().zip(&graph.rel).map(|(&s, &r)| ((r as u64) << 32) | s as u64).collect();
+        for &r in &graph.rel {
+            edges[r as usize] += 1;
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut unique = vec![0usize; num_relations];
+        for p in pairs {
+            unique[(p >> 32) as usize] += 1;
+        }
+        (edges, unique)
+    }
+
+    /// Build every layout; relation `r` gets one compact row per unique source when
+    /// `compact[r]`, else one row per edge.
+    pub fn with_compaction(graph: &ExecGraph, num_relations: usize, compact: &[bool]) -> Self {
         let (n, e) = (graph.num_nodes, graph.num_edges());
         let (src, dst, rel) = (&graph.src, &graph.dst, &graph.rel);
         debug_assert!(rel.iter().all(|&r| (r as usize) < num_relations));
@@ -103,7 +127,8 @@ impl GraphLayout {
         let mut prev: Option<(u32, u32)> = None;
         for &i in &by_rel_then_src {
             let key = (rel[i as usize], src[i as usize]);
-            if prev != Some(key) {
+            // A relation that is not compacted gets a row per edge.
+            if prev != Some(key) || !compact[key.0 as usize] {
                 compact_src.push(key.1);
                 compact_ptr[key.0 as usize + 1] += 1;
                 prev = Some(key);
@@ -208,8 +233,8 @@ mod tests {
         ExecGraph { num_nodes: n, type_offsets: vec![0, n], src, dst, rel, ..Default::default() }
     }
 
-    fn check(g: &ExecGraph, r: usize) {
-        let l = GraphLayout::new(g, r);
+    fn check(g: &ExecGraph, r: usize, compact: &[bool]) {
+        let l = GraphLayout::with_compaction(g, r, compact);
         let e = g.num_edges();
         // CSR: each node's in-edges, exactly, sorted by (relation, edge id).
         assert_eq!(l.dst_edges.len(), e);
@@ -236,13 +261,26 @@ mod tests {
             let want: Vec<u32> = (0..e as u32).filter(|&i| g.rel[i as usize] as usize == rr).collect();
             assert_eq!(got, want.as_slice(), "edges of relation {rr}");
         }
-        // Compact rows: unique (source, relation) pairs, grouped by relation, and the direct map.
+        // Compact rows grouped by relation: unique sources where compacted, one per edge (sorted
+        // by source) where not; and the direct map.
         let unique: BTreeSet<(u32, u32)> = (0..e).map(|i| (g.rel[i], g.src[i])).collect();
-        assert_eq!(l.compact_src.len(), unique.len());
         for rr in 0..r {
             let rows = &l.compact_src[l.compact_ptr[rr]..l.compact_ptr[rr + 1]];
-            let want: Vec<u32> = unique.iter().filter(|(x, _)| *x as usize == rr).map(|(_, s)| *s).collect();
+            let want: Vec<u32> = if compact[rr] {
+                unique.iter().filter(|(x, _)| *x as usize == rr).map(|(_, s)| *s).collect()
+            } else {
+                let mut v: Vec<u32> = (0..e).filter(|&i| g.rel[i] as usize == rr).map(|i| g.src[i]).collect();
+                v.sort();
+                v
+            };
             assert_eq!(rows, want.as_slice(), "compact rows of relation {rr}");
+        }
+        let mut seen = vec![false; l.compact_src.len()];
+        for i in 0..e {
+            let row = l.edge_compact_row[i] as usize;
+            if !compact[g.rel[i] as usize] {
+                assert!(!std::mem::replace(&mut seen[row], true), "uncompacted rows belong to one edge");
+            }
         }
         for i in 0..e {
             let seg = l.edge_segment[i] as usize;
@@ -257,7 +295,9 @@ mod tests {
     #[test]
     fn layouts_match_naive_constructions() {
         for (n, e, r, seed) in [(1, 0, 1, 1), (5, 0, 3, 2), (10, 40, 3, 3), (200, 1500, 7, 4), (64, 3000, 1, 5), (1000, 5000, 40, 6)] {
-            check(&graph(n, e, r, seed), r);
+            check(&graph(n, e, r, seed), r, &vec![true; r]);
+            let alternating: Vec<bool> = (0..r).map(|x| x % 2 == 0).collect();
+            check(&graph(n, e, r, seed), r, &alternating);
         }
     }
 

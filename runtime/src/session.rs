@@ -99,6 +99,10 @@ impl Session {
     pub fn peak_bytes(&self) -> usize {
         self.exec.peak_bytes()
     }
+    /// The memory plan for this graph, when the model was lowered to kernels.
+    pub fn memory_plan(&self) -> Option<rgnn_codegen::MemoryPlan> {
+        self.exec.memory_plan()
+    }
     /// The kernel program this session runs, when the model was lowered to kernels.
     pub fn plan(&self) -> Option<&rgnn_ir::level2::KernelProgram> {
         self.exec.plan()
