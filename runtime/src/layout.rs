@@ -264,9 +264,9 @@ mod tests {
         // Compact rows grouped by relation: unique sources where compacted, one per edge (sorted
         // by source) where not; and the direct map.
         let unique: BTreeSet<(u32, u32)> = (0..e).map(|i| (g.rel[i], g.src[i])).collect();
-        for rr in 0..r {
+        for (rr, &compacted) in compact.iter().enumerate().take(r) {
             let rows = &l.compact_src[l.compact_ptr[rr]..l.compact_ptr[rr + 1]];
-            let want: Vec<u32> = if compact[rr] {
+            let want: Vec<u32> = if compacted {
                 unique.iter().filter(|(x, _)| *x as usize == rr).map(|(_, s)| *s).collect()
             } else {
                 let mut v: Vec<u32> = (0..e).filter(|&i| g.rel[i] as usize == rr).map(|i| g.src[i]).collect();
