@@ -130,6 +130,12 @@ impl SharedRows {
     unsafe fn row(&self, r: usize) -> &mut [f32] {
         std::slice::from_raw_parts_mut(self.ptr.add(r * self.width), self.width)
     }
+    /// Columns `start..start + len` of row `r`.
+    /// SAFETY: callers write disjoint (row, column range) pairs, each in bounds.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn cols(&self, r: usize, start: usize, len: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.ptr.add(r * self.width + start), len)
+    }
 }
 
 /// Slot offsets of a row program in a flat scratch row.
@@ -153,7 +159,7 @@ fn act(f: Activation, x: f32) -> f32 {
                 x * s
             }
         }
-        Activation::Gelu => (0.5 * x as f64 * (1.0 + libm::erf(x as f64 / std::f64::consts::SQRT_2))) as f32,
+        Activation::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
         Activation::Silu => x / (1.0 + (-x).exp()),
         Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         Activation::Exp => x.exp(),
@@ -297,7 +303,10 @@ fn run_row(
 pub fn execute(kp: &KernelProgram, params: &[Param], g: &GraphIndex, mut buffers: Vec<Option<Vec<f32>>>) -> Vec<Option<Vec<f32>>> {
     let widths: Vec<usize> = kp.buffers.iter().map(|b| b.width).collect();
     buffers.resize(kp.buffers.len(), None);
+    // RGNN_PROFILE=1: time per kernel on stderr (a development aid; benchmarks time whole runs).
+    let profile = std::env::var_os("RGNN_PROFILE").is_some();
     for (k, kernel) in kp.kernels.iter().enumerate() {
+        let started = std::time::Instant::now();
         let out_id = kernel.output();
         let out_buf = &kp.buffers[out_id.0];
         let mut out = buffers[out_id.0].take().unwrap_or_else(|| vec![0f32; g.rows(out_buf.domain) * out_buf.width]);
@@ -312,6 +321,9 @@ pub fn execute(kp: &KernelProgram, params: &[Param], g: &GraphIndex, mut buffers
             }
         }
         buffers[out_id.0] = Some(out);
+        if profile {
+            eprintln!("k{k:<3} {:<16} {:>9.3} ms -> {}", kernel.template(), started.elapsed().as_secs_f64() * 1e3, out_buf.name);
+        }
         // Free buffers whose last reader this was.
         for (i, b) in kp.buffers.iter().enumerate() {
             if b.lifetime.1 == k && !matches!(b.role, BufferRole::Output(_)) && BufferId(i) != out_id {
@@ -344,7 +356,8 @@ fn groups(g: &GraphIndex, d: Domain, select: WeightSelect, types: usize) -> Vec<
     }
 }
 
-const GEMM_ROWS: usize = 64;
+/// Rows per GEMM work item (a multiple of the micro-kernel height; enough work per task).
+const GEMM_ROWS: usize = 256;
 
 fn gemm(env: &Env, k: &GemmKernel, out: &SharedRows) {
     let w = &env.params[k.weight.0];
@@ -360,32 +373,33 @@ fn gemm(env: &Env, k: &GemmKernel, out: &SharedRows) {
         || (vec![0f32; in_total], vec![0f32; ep_total], vec![0f32; GEMM_ROWS * in_w], vec![0f32; GEMM_ROWS * out_w]),
         |(sin, sep, a, c), (t, rows)| {
             let m = rows.len();
-            for (i, &r) in rows.iter().enumerate() {
-                run_row(env, &k.input, &in_off, sin, k.domain, r as usize, &[], &[], k.input.ops.len());
-                let res = k.input.result();
-                a[i * in_w..(i + 1) * in_w].copy_from_slice(&sin[in_off[res]..in_off[res] + in_w]);
-            }
+            let first = rows[0] as usize;
+            let contiguous = rows[m - 1] as usize + 1 - first == m;
+            // Fast paths: a plain contiguous input is read in place, a plain result written in place.
+            let a_ptr = match (&k.input.ops[..], contiguous) {
+                ([RowOp::Load { buffer, at: RowRef::Own }], true) => {
+                    // SAFETY: rows first..first+m exist in the input buffer of width in_w.
+                    unsafe { env.buffers[buffer.0].as_ref().expect("live buffer").as_ptr().add(first * in_w) }
+                }
+                _ => {
+                    for (i, &r) in rows.iter().enumerate() {
+                        run_row(env, &k.input, &in_off, sin, k.domain, r as usize, &[], &[], k.input.ops.len());
+                        let res = k.input.result();
+                        a[i * in_w..(i + 1) * in_w].copy_from_slice(&sin[in_off[res]..in_off[res] + in_w]);
+                    }
+                    a.as_ptr()
+                }
+            };
+            let direct_out = contiguous && matches!(&k.epilogue.ops[..], [RowOp::Acc]);
+            // SAFETY: rows first..first+m of the output belong to this work item only.
+            let c_ptr = if direct_out { unsafe { out.ptr.add(first * out_w) } } else { c.as_mut_ptr() };
             let wt = &w.data[t * blocks * bin * bout..(t + 1) * blocks * bin * bout];
             for b in 0..blocks {
                 // SAFETY: pointers and strides describe in-bounds row-major blocks.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        m,
-                        bin,
-                        bout,
-                        1.0,
-                        a.as_ptr().add(b * bin),
-                        in_w as isize,
-                        1,
-                        wt.as_ptr().add(b * bin * bout),
-                        bout as isize,
-                        1,
-                        0.0,
-                        c.as_mut_ptr().add(b * bout),
-                        out_w as isize,
-                        1,
-                    );
-                }
+                unsafe { sgemm(m, bin, bout, 1.0, a_ptr.add(b * bin), in_w, 1, wt.as_ptr().add(b * bin * bout), bout, 1, 0.0, c_ptr.add(b * bout), out_w) };
+            }
+            if direct_out {
+                return;
             }
             for (i, &r) in rows.iter().enumerate() {
                 run_row(env, &k.epilogue, &ep_off, sep, k.domain, r as usize, &c[i * out_w..(i + 1) * out_w], &[], k.epilogue.ops.len());
@@ -527,50 +541,96 @@ fn traversal(env: &Env, t: &TraversalKernel, out: &SharedRows) {
     );
 }
 
+/// `C = alpha·A·B + beta·C` for strided row-major operands (thin wrapper over matrixmultiply).
+/// SAFETY: every (row, col) reached through the strides must be in bounds of its slice.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: *const f32, rsa: usize, csa: usize, b: *const f32, rsb: usize, csb: usize, beta: f32, c: *mut f32, rsc: usize) {
+    matrixmultiply::sgemm(m, k, n, alpha, a, rsa as isize, csa as isize, b, rsb as isize, csb as isize, beta, c, rsc as isize, 1);
+}
+
+/// Query rows i per pivot-attention task: the tile's scores are `tile × N × N` floats (at most
+/// about this many), never N³; taller tiles make the per-pivot GEMMs less thin.
+const PIVOT_TILE_FLOATS: usize = 1 << 20;
+
+fn pivot_tile(n: usize) -> usize {
+    (PIVOT_TILE_FLOATS / (n * n).max(1)).clamp(4, 64).min(n.max(1))
+}
+
+/// Pivot attention as GEMMs. For a tile I of query rows i (one batch, one head):
+/// `S[i,k,j] = q_ik·k_ij` (per i: Q_i @ K1_iᵀ) `+ q_ik·k_jk` (per k: Q_{I,k} @ K2_{·,k}ᵀ), masked,
+/// softmaxed over j, then `y_ik = Σ_j P v_ij` (per i: P_i @ V1_i) `+ Σ_j P v_jk` (per k).
 fn pivot(env: &Env, p: &PivotKernel, out: &SharedRows) {
-    let g = env.g;
-    let (_, n, mask) = g.pair.expect("pair graph");
+    let (batch, n, mask) = env.g.pair.expect("pair graph");
     let (heads, d) = (p.shape.heads, p.shape.dim);
-    let operand = |i: usize| {
-        let (b, col) = p.operands[i];
-        (env.buffers[b.0].as_ref().expect("live").as_slice(), env.widths[b.0], col)
-    };
-    let ops: Vec<(&[f32], usize, usize)> = (0..5).map(operand).collect();
-    let at = |o: usize, row: usize, h: usize| {
-        let (data, w, col) = ops[o];
-        &data[row * w + col + h * d..row * w + col + (h + 1) * d]
-    };
-    let rows = g.rows(Domain::Pair);
-    (0..rows).into_par_iter().for_each_init(
-        || vec![0f32; n],
-        |scores, r| {
-            let (b, i, k) = (r / (n * n), (r / n) % n, r % n);
-            // SAFETY: each pair row is written by its own task.
-            let o = unsafe { out.row(r) };
-            for h in 0..heads {
-                let q = at(0, r, h);
-                let mut m = f32::NEG_INFINITY;
-                for j in 0..n {
-                    let s = if mask[b * n + i] == 0 || mask[b * n + j] == 0 {
-                        -1e9
-                    } else {
-                        let (ka, kb) = (at(1, b * n * n + i * n + j, h), at(2, b * n * n + j * n + k, h));
-                        (0..d).map(|e| q[e] * (ka[e] + kb[e])).sum::<f32>() * p.scale
-                    };
-                    scores[j] = s;
-                    m = m.max(s);
+    let ops: Vec<(&[f32], usize, usize)> = p
+        .operands
+        .iter()
+        .map(|(b, col)| (env.buffers[b.0].as_ref().expect("live").as_slice(), env.widths[b.0], *col))
+        .collect();
+    let tile_rows = pivot_tile(n);
+    let tiles = n.div_ceil(tile_rows);
+    (0..batch * heads * tiles).into_par_iter().for_each_init(
+        || (vec![0f32; tile_rows * n * n], vec![0f32; tile_rows * n * d]),
+        |(sc, y), task| {
+            let (b, h, tile) = (task / (heads * tiles), (task / tiles) % heads, task % tiles);
+            let i0 = tile * tile_rows;
+            let ti = tile_rows.min(n - i0);
+            // Element (b, x, y) of operand o, head h, channel 0, and its row stride.
+            let base = |o: usize, x: usize, yy: usize| {
+                let (data, w, col) = ops[o];
+                // SAFETY (for callers): offsets stay inside the operand's buffer.
+                unsafe { data.as_ptr().add((b * n * n + x * n + yy) * w + col + h * d) }
+            };
+            let w_of = |o: usize| ops[o].1;
+            let (nn, scale) = (n * n, p.scale);
+            // SAFETY: all strides below walk rows of the [B·N·N, width] operand buffers and the
+            // task-local score / output tiles, within bounds by construction.
+            unsafe {
+                for ii in 0..ti {
+                    let i = i0 + ii;
+                    // S[ii, k, j] = scale · Q_i[k] · K1_i[j]
+                    sgemm(n, d, n, scale, base(0, i, 0), w_of(0), 1, base(1, i, 0), 1, w_of(1), 0.0, sc.as_mut_ptr().add(ii * nn), n);
                 }
-                let mut z = 0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - m).exp();
-                    z += *s;
+                for k in 0..n {
+                    // S[·, k, j] += scale · Q_{I,k} · K2[j, k]
+                    sgemm(ti, d, n, scale, base(0, i0, k), n * w_of(0), 1, base(2, 0, k), 1, n * w_of(2), 1.0, sc.as_mut_ptr().add(k * n), nn);
                 }
-                let y = &mut o[h * d..(h + 1) * d];
-                y.iter_mut().for_each(|v| *v = 0.0);
-                for (j, &sj) in scores.iter().enumerate() {
-                    let (va, vb) = (at(3, b * n * n + i * n + j, h), at(4, b * n * n + j * n + k, h));
-                    let pj = sj / z;
-                    y.iter_mut().zip(va.iter().zip(vb)).for_each(|(yv, (a, b))| *yv += pj * (a + b));
+            }
+            for ii in 0..ti {
+                let i = i0 + ii;
+                for k in 0..n {
+                    let row = &mut sc[ii * nn + k * n..ii * nn + (k + 1) * n];
+                    let mut m = f32::NEG_INFINITY;
+                    for (j, s) in row.iter_mut().enumerate() {
+                        if mask[b * n + i] == 0 || mask[b * n + j] == 0 {
+                            *s = -1e9;
+                        }
+                        m = m.max(*s);
+                    }
+                    let mut z = 0f32;
+                    for s in row.iter_mut() {
+                        *s = (*s - m).exp();
+                        z += *s;
+                    }
+                    let inv = 1.0 / z;
+                    row.iter_mut().for_each(|s| *s *= inv);
+                }
+            }
+            unsafe {
+                for ii in 0..ti {
+                    // Y[ii, k] = P_i @ V1_i
+                    sgemm(n, n, d, 1.0, sc.as_ptr().add(ii * nn), n, 1, base(3, i0 + ii, 0), w_of(3), 1, 0.0, y.as_mut_ptr().add(ii * n * d), d);
+                }
+                for k in 0..n {
+                    // Y[·, k] += P[·, k, ·] @ V2[·, k]
+                    sgemm(ti, n, d, 1.0, sc.as_ptr().add(k * n), nn, 1, base(4, 0, k), n * w_of(4), 1, 1.0, y.as_mut_ptr().add(k * d), n * d);
+                }
+            }
+            for ii in 0..ti {
+                for k in 0..n {
+                    // SAFETY: each (row, head) column range is written by exactly one task.
+                    let o = unsafe { out.cols(b * nn + (i0 + ii) * n + k, h * d, d) };
+                    o.copy_from_slice(&y[(ii * n + k) * d..(ii * n + k + 1) * d]);
                 }
             }
         },
