@@ -1,11 +1,25 @@
 //! The compiled CPU path (level-1 passes, lowering to GEMM / traversal / pivot-attention / map
 //! kernels, CPU templates) against the level-1 interpreter on the unoptimised program, for every
-//! fixture: every fixture model must be lowered (no interpreter fallback) and agree to 1e-5.
+//! fixture and with each level-1 pass on and off: every fixture model must be lowered (no
+//! interpreter fallback) and agree to 1e-5, with a valid memory plan within 1.10 x its lower bound.
 
 mod common;
 use common::*;
+use rgnn::codegen::PassOptions;
 use rgnn::runtime::{compile_for_graph, interpreter};
 use rgnn::{BackendKind, Graph, Model, Session};
+
+/// Every level-1 pass off, each alone, and all on.
+fn pass_variants() -> Vec<(&'static str, PassOptions)> {
+    let none = PassOptions::none();
+    vec![
+        ("no passes", none),
+        ("fold only", PassOptions { fold_linear_chains: true, ..none }),
+        ("push only", PassOptions { push_linears_through_aggregations: true, ..none }),
+        ("move only", PassOptions { move_linears_before_gathers: true, ..none }),
+        ("all passes", PassOptions::default()),
+    ]
+}
 
 #[test]
 fn every_fixture_is_compiled_and_matches_the_interpreter() {
@@ -19,28 +33,33 @@ fn every_fixture_is_compiled_and_matches_the_interpreter() {
         let (program, exec) = compile_for_graph(&model, &graph).unwrap();
         let params = interpreter::eval_params(&program, &model.weights).unwrap();
         let oracle = interpreter::run(&program, &params, &exec).unwrap();
-        let mut session = Session::new(&model, &graph, BackendKind::Cpu).unwrap();
-        let Some(plan) = session.plan().cloned() else {
-            failures.push(format!("{case}: not lowered to kernels"));
-            continue;
-        };
-        for k in &plan.kernels {
-            *templates.entry(k.template()).or_default() += 1;
-        }
-        let mem = session.memory_plan().expect("compiled sessions have a memory plan");
-        if !mem.is_valid(session.plan().unwrap()) {
-            failures.push(format!("{case}: memory plan overlaps live buffers"));
-        }
-        if mem.planned_bytes as f64 > 1.10 * mem.lower_bound_bytes as f64 {
-            failures.push(format!("{case}: planned {} bytes > 1.10 x lower bound {}", mem.planned_bytes, mem.lower_bound_bytes));
-        }
-        worst_ratio = worst_ratio.max(mem.planned_bytes as f64 / mem.lower_bound_bytes.max(1) as f64);
-        let got = session.run().unwrap();
-        for (name, want) in &oracle {
-            let g = got.get(name).unwrap();
-            let e = rel_err(&g.data, &want.data);
-            if e > 1e-5 {
-                failures.push(format!("{case}: `{name}` differs from the interpreter by {e:.2e}"));
+        for (pass_name, passes) in pass_variants() {
+            let mut session = Session::with_passes(&model, &graph, BackendKind::Cpu, passes).unwrap();
+            let Some(plan) = session.plan().cloned() else {
+                failures.push(format!("{case} ({pass_name}): not lowered to kernels"));
+                continue;
+            };
+            for k in &plan.kernels {
+                *templates.entry(k.template()).or_default() += 1;
+            }
+            let mem = session.memory_plan().expect("compiled sessions have a memory plan");
+            if !mem.is_valid(session.plan().unwrap()) {
+                failures.push(format!("{case} ({pass_name}): memory plan overlaps live buffers"));
+            }
+            if mem.planned_bytes as f64 > 1.10 * mem.lower_bound_bytes as f64 {
+                failures.push(format!(
+                    "{case} ({pass_name}): planned {} bytes > 1.10 x lower bound {}",
+                    mem.planned_bytes, mem.lower_bound_bytes
+                ));
+            }
+            worst_ratio = worst_ratio.max(mem.planned_bytes as f64 / mem.lower_bound_bytes.max(1) as f64);
+            let got = session.run().unwrap();
+            for (name, want) in &oracle {
+                let g = got.get(name).unwrap();
+                let e = rel_err(&g.data, &want.data);
+                if e > 1e-5 {
+                    failures.push(format!("{case} ({pass_name}): `{name}` differs from the interpreter by {e:.2e}"));
+                }
             }
         }
     }

@@ -106,9 +106,6 @@ impl Lowering<'_> {
                 Op::Aggregate { .. } => true,
                 _ => domain != Domain::Edge && self.uses[i] >= 2,
             };
-            if domain == Domain::Edge && matches!(op, Op::Linear { .. }) {
-                return unsupported("a linear applied per edge (run the level-1 passes first)");
-            }
             // Pivot operands are column ranges of stored buffers.
             if let Op::PivotAttention { q, k_ij, k_jk, v_ij, v_jk, .. } = op {
                 for v in [q, k_ij, k_jk, v_ij, v_jk] {
@@ -130,9 +127,12 @@ impl Lowering<'_> {
                 let _ = i;
             }
         }
-        for (i, v) in p.values().iter().enumerate() {
-            if self.stored[i] && v.domain == Domain::Edge {
-                return unsupported(format!("edge value {} is read by several kernels", v.name));
+        // Edge values are stored only when a template produces them (a GEMM per edge, when the
+        // linears were not moved before their gathers); other edge values are recomputed inside
+        // each traversal that reads them.
+        for (i, op) in p.ops().iter().enumerate() {
+            if p.values()[i].domain == Domain::Edge && !matches!(op, Op::Linear { .. }) {
+                self.stored[i] = false;
             }
         }
         Ok(())
