@@ -5,19 +5,21 @@
 
 mod common;
 use common::*;
-use rgnn::codegen::PassOptions;
+use rgnn::codegen::{CompileOptions, LowerOptions, PassOptions};
 use rgnn::runtime::{compile_for_graph, interpreter};
 use rgnn::{BackendKind, Graph, Model, Session};
 
-/// Every level-1 pass off, each alone, and all on.
-fn pass_variants() -> Vec<(&'static str, PassOptions)> {
+/// Every level-1 pass off, each alone, and all on; and the two-pass softmax schedule.
+fn pass_variants() -> Vec<(&'static str, CompileOptions)> {
     let none = PassOptions::none();
+    let with = |passes| CompileOptions { passes, lower: LowerOptions::default() };
     vec![
-        ("no passes", none),
-        ("fold only", PassOptions { fold_linear_chains: true, ..none }),
-        ("push only", PassOptions { push_linears_through_aggregations: true, ..none }),
-        ("move only", PassOptions { move_linears_before_gathers: true, ..none }),
-        ("all passes", PassOptions::default()),
+        ("no passes", with(none)),
+        ("fold only", with(PassOptions { fold_linear_chains: true, ..none })),
+        ("push only", with(PassOptions { push_linears_through_aggregations: true, ..none })),
+        ("move only", with(PassOptions { move_linears_before_gathers: true, ..none })),
+        ("all passes", with(PassOptions::default())),
+        ("all passes, two-pass softmax", CompileOptions { passes: PassOptions::default(), lower: LowerOptions { online_softmax: false } }),
     ]
 }
 
@@ -34,13 +36,18 @@ fn every_fixture_is_compiled_and_matches_the_interpreter() {
         let params = interpreter::eval_params(&program, &model.weights).unwrap();
         let oracle = interpreter::run(&program, &params, &exec).unwrap();
         for (pass_name, passes) in pass_variants() {
-            let mut session = Session::with_passes(&model, &graph, BackendKind::Cpu, passes).unwrap();
+            let mut session = Session::with_options(&model, &graph, BackendKind::Cpu, passes).unwrap();
             let Some(plan) = session.plan().cloned() else {
                 failures.push(format!("{case} ({pass_name}): not lowered to kernels"));
                 continue;
             };
             for k in &plan.kernels {
                 *templates.entry(k.template()).or_default() += 1;
+                if let rgnn::ir::level2::Kernel::Traversal(t) = k {
+                    if t.online_softmax {
+                        *templates.entry("traversal with online softmax").or_default() += 1;
+                    }
+                }
             }
             let mem = session.memory_plan().expect("compiled sessions have a memory plan");
             if !mem.is_valid(session.plan().unwrap()) {
@@ -65,7 +72,7 @@ fn every_fixture_is_compiled_and_matches_the_interpreter() {
     }
     println!("kernels instantiated across fixtures: {templates:?}; worst planned/lower-bound memory ratio {worst_ratio:.3}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    for t in ["gemm", "traversal", "pivot_attention"] {
+    for t in ["gemm", "traversal", "pivot_attention", "traversal with online softmax"] {
         assert!(templates.contains_key(t), "no {t} kernel instantiated: {templates:?}");
     }
 }

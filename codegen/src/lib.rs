@@ -18,6 +18,13 @@ pub mod passes;
 mod rewrite;
 
 pub use compaction::{choose_compaction, RelationCompaction};
-pub use lower::{lower, Unsupported};
+pub use lower::{lower, lower_with, LowerOptions, Unsupported};
+
+/// Everything the compiler can be told: which level-1 passes run and the lowering's schedule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompileOptions {
+    pub passes: PassOptions,
+    pub lower: LowerOptions,
+}
 pub use memory::{plan_memory, MemoryPlan};
 pub use passes::{optimize, PassOptions};

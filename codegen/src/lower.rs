@@ -29,6 +29,7 @@ fn unsupported<T>(message: impl Into<String>) -> Result<T, Unsupported> {
 }
 
 struct Lowering<'p> {
+    options: LowerOptions,
     p: &'p Program,
     uses: Vec<usize>,
     stored: Vec<bool>,
@@ -42,8 +43,30 @@ struct Lowering<'p> {
 
 /// Lower `program` to kernels.
 pub fn lower(program: &Program) -> Result<KernelProgram, Unsupported> {
+    lower_with(program, LowerOptions::default())
+}
+
+/// Schedule choices of the lowering (all on by default; switched off to test the alternatives).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// Attention traversals in one pass with an online softmax where the pattern allows.
+    pub online_softmax: bool,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        LowerOptions { online_softmax: true }
+    }
+}
+
+/// Softmax columns (heads × dims) an online-softmax traversal keeps running statistics for.
+pub const MAX_ONLINE_SOFTMAX_COLUMNS: usize = 64;
+
+/// Lower `program` to kernels.
+pub fn lower_with(program: &Program, options: LowerOptions) -> Result<KernelProgram, Unsupported> {
     let n = program.ops().len();
     let mut l = Lowering {
+        options,
         p: program,
         uses: vec![0; n],
         stored: vec![false; n],
@@ -204,7 +227,25 @@ impl Lowering<'_> {
                 }
                 let mut epilogue = RowProgram::default();
                 epilogue.push(RowOp::Acc, info.shape.width());
-                Kernel::Traversal(TraversalKernel { edge, reduce, per_relation, domain: to, over_segments, epilogue, output: out })
+                let online_softmax = self.options.online_softmax
+                    && reduce == Reduce::Sum
+                    && !per_relation
+                    && !over_segments
+                    && to == Domain::Node(None)
+                    && edge.softmax_weighting().is_some_and(|(si, _)| match edge.ops[si] {
+                        RowOp::Softmax { x, .. } => edge.widths[x] <= MAX_ONLINE_SOFTMAX_COLUMNS,
+                        _ => false,
+                    });
+                Kernel::Traversal(TraversalKernel {
+                    edge,
+                    reduce,
+                    per_relation,
+                    domain: to,
+                    over_segments,
+                    online_softmax,
+                    epilogue,
+                    output: out,
+                })
             }
             Op::PivotAttention { q, k_ij, k_jk, v_ij, v_jk, scale } => {
                 let mut operands = [(BufferId(0), 0); 5];

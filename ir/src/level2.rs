@@ -185,6 +185,57 @@ impl RowProgram {
     pub fn loads(&self) -> impl Iterator<Item = BufferId> + '_ {
         self.ops.iter().filter_map(|o| if let RowOp::Load { buffer, .. } = o { Some(*buffer) } else { None })
     }
+    /// For an edge program whose result is `value ⊙ softmax` (the softmax used nowhere else and the
+    /// value independent of it) — the shape of every attention message — the softmax column each
+    /// result column is scaled by. Such traversals run in one pass with an online softmax.
+    pub fn softmax_weighting(&self) -> Option<(usize, Vec<usize>)> {
+        let prog = self;
+        let si = prog.ops.iter().position(|o| matches!(o, RowOp::Softmax { .. }))?;
+        let res = prog.result();
+        // Slots that depend on the softmax.
+        let mut dep = vec![false; prog.ops.len()];
+        dep[si] = true;
+        for (i, op) in prog.ops.iter().enumerate().skip(si + 1) {
+            dep[i] = slots_read(op).iter().any(|&x| dep[x]);
+            if dep[i] && i != res {
+                return None;
+            }
+        }
+        let cols = match &prog.ops[res] {
+            RowOp::Binary { a, b, f: BinaryFn::Mul, a_shape, b_shape } if *b == si && !dep[*a] => (0..a_shape.width())
+                .map(|i| {
+                    let (h, c) = (i / a_shape.dim, i % a_shape.dim);
+                    (if b_shape.heads == 1 { 0 } else { h }) * b_shape.dim + if b_shape.dim == 1 { 0 } else { c }
+                })
+                .collect(),
+            RowOp::Binary { a, b, f: BinaryFn::Mul, a_shape, b_shape } if *a == si && !dep[*b] && a_shape == b_shape => {
+                (0..a_shape.width()).collect()
+            }
+            RowOp::HeadOuter { a, b, a_shape, b_shape } if *a == si && !dep[*b] => {
+                (0..a_shape.heads * a_shape.dim * b_shape.dim).map(|i| i / b_shape.dim).collect()
+            }
+            _ => return None,
+        };
+        Some((si, cols))
+    }
+}
+
+/// The slots an operator reads.
+pub fn slots_read(op: &RowOp) -> Vec<usize> {
+    match op {
+        RowOp::Load { .. } | RowOp::Acc | RowOp::Param { .. } => vec![],
+        RowOp::Unary { x, .. }
+        | RowOp::Bias { x, .. }
+        | RowOp::Scale { x, .. }
+        | RowOp::ScaleByParam { x, .. }
+        | RowOp::HeadMean { x, .. }
+        | RowOp::Slice { x, .. }
+        | RowOp::Norm { x, .. }
+        | RowOp::PairMask { x }
+        | RowOp::Softmax { x, .. } => vec![*x],
+        RowOp::Binary { a, b, .. } | RowOp::HeadDot { a, b, .. } | RowOp::HeadOuter { a, b, .. } => vec![*a, *b],
+        RowOp::GatedSkip { update, residual, .. } => vec![*update, *residual],
+    }
 }
 
 /// Grouped GEMM: for each row of `domain`, `out = epilogue(input_row @ W[type(row)])`.
@@ -216,6 +267,9 @@ pub struct TraversalKernel {
     /// Iterate each destination's (destination, relation) segments instead of its edges: `edge`
     /// then runs once per segment row (reading compact (destination, relation) buffers).
     pub over_segments: bool,
+    /// One pass with an online (running-max) softmax instead of logits first, then messages;
+    /// valid when the message is a value weighted by the softmax and the reduction a sum.
+    pub online_softmax: bool,
     pub epilogue: RowProgram,
     pub output: BufferId,
 }
@@ -363,10 +417,18 @@ impl KernelProgram {
                 ),
                 Kernel::Traversal(t) => writeln!(
                     s,
-                    "k{i} traversal to {} ({:?}{}): edge [{}] epilogue [{}] -> {}",
+                    "k{i} traversal to {} ({:?}{}{}{}): edge [{}] epilogue [{}] -> {}",
                     t.domain,
                     t.reduce,
-                    if t.per_relation { " per relation, then sum" } else { "" },
+                    if t.per_relation && t.domain == Domain::Node(None) {
+                        " per relation, then sum"
+                    } else if t.per_relation {
+                        " per relation"
+                    } else {
+                        ""
+                    },
+                    if t.over_segments { ", over segments" } else { "" },
+                    if t.online_softmax { ", online softmax" } else { "" },
                     prog(&t.edge),
                     prog(&t.epilogue),
                     buf(&t.output)

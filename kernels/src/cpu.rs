@@ -396,7 +396,23 @@ fn gemm(env: &Env, k: &GemmKernel, out: &SharedRows) {
             let wt = &w.data[t * blocks * bin * bout..(t + 1) * blocks * bin * bout];
             for b in 0..blocks {
                 // SAFETY: pointers and strides describe in-bounds row-major blocks.
-                unsafe { sgemm(m, bin, bout, 1.0, a_ptr.add(b * bin), in_w, 1, wt.as_ptr().add(b * bin * bout), bout, 1, 0.0, c_ptr.add(b * bout), out_w) };
+                unsafe {
+                    sgemm(
+                        m,
+                        bin,
+                        bout,
+                        1.0,
+                        a_ptr.add(b * bin),
+                        in_w,
+                        1,
+                        wt.as_ptr().add(b * bin * bout),
+                        bout,
+                        1,
+                        0.0,
+                        c_ptr.add(b * bout),
+                        out_w,
+                    )
+                };
             }
             if direct_out {
                 return;
@@ -419,7 +435,73 @@ fn reduce_into(acc: &mut [f32], x: &[f32], reduce: Reduce, first: bool) {
     }
 }
 
+/// One pass over each destination's edges with a running max per softmax column: on a new
+/// maximum the sum and the accumulated messages are rescaled, so logits are computed once.
+/// Equal to `Σ_e softmax(l)_e · value_e` with PyG's `sum + 1e-16` denominator.
+fn traversal_online(env: &Env, t: &TraversalKernel, out: &SharedRows, si: usize, cols: &[usize]) {
+    let g = env.g;
+    let (off, total) = slot_offsets(&t.edge);
+    let (ep_off, ep_total) = slot_offsets(&t.epilogue);
+    let res = t.edge.result();
+    let width = t.edge.widths[res];
+    let RowOp::Softmax { x: logit_slot, group } = t.edge.ops[si] else { unreachable!() };
+    let lw = t.edge.widths[logit_slot];
+    let ones = vec![1f32; lw];
+    (0..g.num_nodes).into_par_iter().for_each_init(
+        || (vec![0f32; total], vec![0f32; ep_total], vec![0f32; width], vec![0f32; width], vec![0f32; lw], vec![0f32; lw]),
+        |(s, sep, acc, group_acc, m, z), v| {
+            acc.iter_mut().for_each(|x| *x = 0.0);
+            let mut start_group = true;
+            let segs = g.node_seg_ptr[v]..g.node_seg_ptr[v + 1];
+            let last_seg = segs.end;
+            for sg in segs {
+                for p in g.seg_ptr[sg]..g.seg_ptr[sg + 1] {
+                    if start_group {
+                        m.iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+                        z.iter_mut().for_each(|x| *x = 0.0);
+                        group_acc.iter_mut().for_each(|x| *x = 0.0);
+                        start_group = false;
+                    }
+                    // The value with alpha = 1 is the message before weighting.
+                    run_row(env, &t.edge, &off, s, Domain::Edge, g.dst_edges[p] as usize, &[], &ones, t.edge.ops.len());
+                    let logits = &s[off[logit_slot]..off[logit_slot] + lw];
+                    let msg = &s[off[res]..off[res] + width];
+                    let mut scale = [1f32; 64];
+                    let mut weight = [0f32; 64];
+                    let (scale, weight) =
+                        if lw <= 64 { (&mut scale[..lw], &mut weight[..lw]) } else { unreachable!("at most 64 softmax columns") };
+                    for c in 0..lw {
+                        let new_m = m[c].max(logits[c]);
+                        scale[c] = if m[c] == f32::NEG_INFINITY { 0.0 } else { (m[c] - new_m).exp() };
+                        weight[c] = (logits[c] - new_m).exp();
+                        z[c] = z[c] * scale[c] + weight[c];
+                        m[c] = new_m;
+                    }
+                    for (j, a) in group_acc.iter_mut().enumerate() {
+                        *a = *a * scale[cols[j]] + weight[cols[j]] * msg[j];
+                    }
+                }
+                // A group ends with the segment (within-relation softmax) or with the node.
+                if (group == SoftmaxGroup::DstRel || sg + 1 == last_seg) && !start_group {
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a += group_acc[j] / (z[cols[j]] + 1e-16);
+                    }
+                    start_group = true;
+                }
+            }
+            run_row(env, &t.epilogue, &ep_off, sep, Domain::Node(None), v, acc, &[], t.epilogue.ops.len());
+            // SAFETY: node rows are written by their own task.
+            let o = unsafe { out.row(v) };
+            o.copy_from_slice(&sep[ep_off[t.epilogue.result()]..ep_off[t.epilogue.result()] + o.len()]);
+        },
+    );
+}
+
 fn traversal(env: &Env, t: &TraversalKernel, out: &SharedRows) {
+    if t.online_softmax {
+        let (si, cols) = t.edge.softmax_weighting().expect("lowering checked the pattern");
+        return traversal_online(env, t, out, si, &cols);
+    }
     let g = env.g;
     let (off, total) = slot_offsets(&t.edge);
     let (ep_off, ep_total) = slot_offsets(&t.epilogue);
@@ -544,7 +626,21 @@ fn traversal(env: &Env, t: &TraversalKernel, out: &SharedRows) {
 /// `C = alpha·A·B + beta·C` for strided row-major operands (thin wrapper over matrixmultiply).
 /// SAFETY: every (row, col) reached through the strides must be in bounds of its slice.
 #[allow(clippy::too_many_arguments)]
-unsafe fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: *const f32, rsa: usize, csa: usize, b: *const f32, rsb: usize, csb: usize, beta: f32, c: *mut f32, rsc: usize) {
+unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    rsb: usize,
+    csb: usize,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+) {
     matrixmultiply::sgemm(m, k, n, alpha, a, rsa as isize, csa as isize, b, rsb as isize, csb as isize, beta, c, rsc as isize, 1);
 }
 
@@ -562,11 +658,8 @@ fn pivot_tile(n: usize) -> usize {
 fn pivot(env: &Env, p: &PivotKernel, out: &SharedRows) {
     let (batch, n, mask) = env.g.pair.expect("pair graph");
     let (heads, d) = (p.shape.heads, p.shape.dim);
-    let ops: Vec<(&[f32], usize, usize)> = p
-        .operands
-        .iter()
-        .map(|(b, col)| (env.buffers[b.0].as_ref().expect("live").as_slice(), env.widths[b.0], *col))
-        .collect();
+    let ops: Vec<(&[f32], usize, usize)> =
+        p.operands.iter().map(|(b, col)| (env.buffers[b.0].as_ref().expect("live").as_slice(), env.widths[b.0], *col)).collect();
     let tile_rows = pivot_tile(n);
     let tiles = n.div_ceil(tile_rows);
     (0..batch * heads * tiles).into_par_iter().for_each_init(
@@ -593,7 +686,21 @@ fn pivot(env: &Env, p: &PivotKernel, out: &SharedRows) {
                 }
                 for k in 0..n {
                     // S[·, k, j] += scale · Q_{I,k} · K2[j, k]
-                    sgemm(ti, d, n, scale, base(0, i0, k), n * w_of(0), 1, base(2, 0, k), 1, n * w_of(2), 1.0, sc.as_mut_ptr().add(k * n), nn);
+                    sgemm(
+                        ti,
+                        d,
+                        n,
+                        scale,
+                        base(0, i0, k),
+                        n * w_of(0),
+                        1,
+                        base(2, 0, k),
+                        1,
+                        n * w_of(2),
+                        1.0,
+                        sc.as_mut_ptr().add(k * n),
+                        nn,
+                    );
                 }
             }
             for ii in 0..ti {
@@ -619,11 +726,39 @@ fn pivot(env: &Env, p: &PivotKernel, out: &SharedRows) {
             unsafe {
                 for ii in 0..ti {
                     // Y[ii, k] = P_i @ V1_i
-                    sgemm(n, n, d, 1.0, sc.as_ptr().add(ii * nn), n, 1, base(3, i0 + ii, 0), w_of(3), 1, 0.0, y.as_mut_ptr().add(ii * n * d), d);
+                    sgemm(
+                        n,
+                        n,
+                        d,
+                        1.0,
+                        sc.as_ptr().add(ii * nn),
+                        n,
+                        1,
+                        base(3, i0 + ii, 0),
+                        w_of(3),
+                        1,
+                        0.0,
+                        y.as_mut_ptr().add(ii * n * d),
+                        d,
+                    );
                 }
                 for k in 0..n {
                     // Y[·, k] += P[·, k, ·] @ V2[·, k]
-                    sgemm(ti, n, d, 1.0, sc.as_ptr().add(k * n), nn, 1, base(4, 0, k), n * w_of(4), 1, 1.0, y.as_mut_ptr().add(k * d), n * d);
+                    sgemm(
+                        ti,
+                        n,
+                        d,
+                        1.0,
+                        sc.as_ptr().add(k * n),
+                        nn,
+                        1,
+                        base(4, 0, k),
+                        n * w_of(4),
+                        1,
+                        1.0,
+                        y.as_mut_ptr().add(k * d),
+                        n * d,
+                    );
                 }
             }
             for ii in 0..ti {

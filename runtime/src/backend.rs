@@ -54,7 +54,13 @@ pub trait Backend {
     /// Human-readable device description.
     fn device(&self) -> String;
     /// Take a program, its evaluated parameters and the graph; return something to run.
-    fn prepare(&self, program: &Program, params: Vec<Tensor>, graph: ExecGraph) -> Result<Box<dyn Executable>>;
+    fn prepare(
+        &self,
+        program: &Program,
+        params: Vec<Tensor>,
+        graph: ExecGraph,
+        options: &rgnn_codegen::CompileOptions,
+    ) -> Result<Box<dyn Executable>>;
 }
 
 /// The CPU backend: the program lowered to kernel templates (`rgnn-kernels`) over the graph's
@@ -164,9 +170,15 @@ impl Backend for CpuBackend {
     fn device(&self) -> String {
         format!("CPU ({} threads)", rayon::current_num_threads())
     }
-    fn prepare(&self, program: &Program, params: Vec<Tensor>, graph: ExecGraph) -> Result<Box<dyn Executable>> {
+    fn prepare(
+        &self,
+        program: &Program,
+        params: Vec<Tensor>,
+        graph: ExecGraph,
+        options: &rgnn_codegen::CompileOptions,
+    ) -> Result<Box<dyn Executable>> {
         crate::interpreter::check_relations(program, &params, &graph)?;
-        match rgnn_codegen::lower(program) {
+        match rgnn_codegen::lower_with(program, options.lower) {
             Ok(plan) => {
                 // Relations: every id in the graph and every slice of a per-relation weight.
                 let mut num_relations = graph.rel.iter().max().map_or(1, |&m| m as usize + 1);

@@ -74,20 +74,20 @@ pub struct Session {
 impl Session {
     /// Build the program for this graph, evaluate parameters, and hand both to the backend.
     pub fn new(model: &Model, graph: &Graph, backend: BackendKind) -> Result<Self> {
-        Self::with_passes(model, graph, backend, rgnn_codegen::PassOptions::default())
+        Self::with_options(model, graph, backend, rgnn_codegen::CompileOptions::default())
     }
 
-    /// As [`Session::new`], choosing which level-1 passes run (for testing and comparison).
-    pub fn with_passes(model: &Model, graph: &Graph, backend: BackendKind, passes: rgnn_codegen::PassOptions) -> Result<Self> {
+    /// As [`Session::new`], choosing the compiler's passes and schedule (for testing and comparison).
+    pub fn with_options(model: &Model, graph: &Graph, backend: BackendKind, options: rgnn_codegen::CompileOptions) -> Result<Self> {
         let backend = select_backend(backend)?;
         let (program, exec_graph) = compile_for_graph(model, graph)?;
         // The level-1 passes (linear reordering) preserve the result; each is checked against
         // the unoptimised program on every fixture.
-        let program = rgnn_codegen::optimize(&program, passes)
+        let program = rgnn_codegen::optimize(&program, options.passes)
             .map_err(|e| RuntimeError::Invalid(format!("internal compiler error in the level-1 passes: {e}")))?;
         let params = crate::interpreter::eval_params(&program, &model.weights)?;
         let pair_shape = exec_graph.pair.as_ref().map(|(b, n, _)| (*b, *n));
-        let exec = backend.prepare(&program, params, exec_graph)?;
+        let exec = backend.prepare(&program, params, exec_graph, &options)?;
         Ok(Session { program, exec, backend: backend.name(), device: backend.device(), pair_shape })
     }
 
