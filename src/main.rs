@@ -145,7 +145,11 @@ fn dispatch(cmd: Command) -> Result<()> {
             let secs = t.elapsed().as_secs_f64();
             outputs.save(&out)?;
             let shapes: Vec<String> = outputs.tensors.iter().map(|(n, t)| format!("{n} {:?}", t.shape)).collect();
-            eprintln!("{} on {}: {} in {:.3} s -> {}", m.config.model, s.device(), shapes.join(", "), secs, out.display());
+            let path = match s.plan() {
+                Some(kp) => format!("{} kernels", kp.kernels.len()),
+                None => "level-1 interpreter".to_string(),
+            };
+            eprintln!("{} on {} ({path}): {} in {:.3} s -> {}", m.config.model, s.device(), shapes.join(", "), secs, out.display());
         }
         Command::Inspect { model, graph, ir, optimized, plan, memory, emit, arch: _ } => {
             let m = Model::load(&model).with_context(|| format!("loading model {}", model.display()))?;
