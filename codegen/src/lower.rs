@@ -479,31 +479,26 @@ fn fuse_epilogues(kp: &mut KernelProgram) {
             if map.output_at != RowRef::Own {
                 continue;
             }
-            // The glue must read exactly one producer row at its own row.
-            let own_loads: Vec<BufferId> = map
-                .program
-                .ops
-                .iter()
-                .filter_map(|o| if let RowOp::Load { buffer, at: RowRef::Own } = o { Some(*buffer) } else { None })
-                .collect();
-            let Some(&b) = own_loads.first() else { continue };
-            if own_loads.iter().any(|x| *x != b) || kp.buffers[b.0].role != BufferRole::Intermediate || kp.buffers[b.0].domain != map.domain
-            {
-                continue;
-            }
-            let Some(k) = kp.kernels.iter().position(|k| k.output() == b && matches!(k, Kernel::Gemm(_) | Kernel::Traversal(_))) else {
-                continue;
+            // A producer whose row the glue reads: only at the glue's own row (its other rows do
+            // not exist yet inside the producer), an intermediate of the same domain, written by a
+            // GEMM or traversal and read by nothing else; the glue's other loads must exist before
+            // that kernel runs.
+            let mut candidates: Vec<BufferId> = map.program.loads().collect();
+            candidates.sort();
+            candidates.dedup();
+            let fusable = |b: BufferId| -> Option<usize> {
+                let only_own =
+                    map.program.ops.iter().all(|o| !matches!(o, RowOp::Load { buffer, at } if *buffer == b && *at != RowRef::Own));
+                if !only_own || kp.buffers[b.0].role != BufferRole::Intermediate || kp.buffers[b.0].domain != map.domain {
+                    return None;
+                }
+                let k = kp.kernels.iter().position(|k| k.output() == b && matches!(k, Kernel::Gemm(_) | Kernel::Traversal(_)))?;
+                let readers = kp.kernels.iter().filter(|kk| kk.reads().contains(&b)).count();
+                let produced_before =
+                    |x: BufferId| matches!(kp.buffers[x.0].role, BufferRole::Input(_)) || kp.kernels[..k].iter().any(|kk| kk.output() == x);
+                (readers == 1 && map.program.loads().filter(|x| *x != b).all(produced_before)).then_some(k)
             };
-            let readers = kp.kernels.iter().filter(|kk| kk.reads().contains(&b)).count();
-            if readers != 1 || kp.outputs.iter().any(|(_, o)| *o == b) {
-                continue;
-            }
-            // Other loads must be produced before kernel k.
-            let produced_before =
-                |x: BufferId| matches!(kp.buffers[x.0].role, BufferRole::Input(_)) || kp.kernels[..k].iter().any(|kk| kk.output() == x);
-            if !map.program.loads().filter(|x| *x != b).all(produced_before) {
-                continue;
-            }
+            let Some((b, k)) = candidates.iter().find_map(|&b| fusable(b).map(|k| (b, k))) else { continue };
             let (glue, out) = (map.program.clone(), map.output);
             match &mut kp.kernels[k] {
                 Kernel::Gemm(g) => {

@@ -130,7 +130,10 @@ impl Executable for CompiledCpu {
             }
             out.push((name.clone(), Tensor::new(vec![data.len() / info.width.max(1), info.width], data)));
         }
-        self.peak = self.plan.buffers.iter().map(|b| index.rows(b.domain) * b.width * 4).sum();
+        // What the planned arena plus the persistent pool (inputs, outputs) hold at the peak; the
+        // CPU executor frees each buffer after its last reader, so it stays at or below this.
+        let plan = rgnn_codegen::plan_memory(&self.plan, |d| index.rows(d));
+        self.peak = plan.planned_bytes + plan.persistent_bytes;
         Ok(out)
     }
     fn peak_bytes(&self) -> usize {
