@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Run one rgnn model + graph file through PyTorch Geometric and through rgnn, check they agree,
+and time both.
+
+    /opt/venvs/pyg/bin/python benches/compare_pyg.py --model M.model.safetensors \
+        --graph G.graph.safetensors [--threads 2] [--reps 5] [--warmup 1] [--rgnn target/release/rgnn] \
+        [--shape NAME] [--results results.jsonl]
+
+- Builds the PyG module from the file's `rgnn.config` (RGCNConv / RGATConv / HGTConv with the
+  config's constructor arguments, one `convs.<i>` per layer, the config's activations between
+  layers), loads the weights by name with a strict `load_state_dict`.
+- Converts the graph file: relational (`edge_index`, `edge_type`, `x`) or heterogeneous
+  (`x.<t>`, `edge_index.<s>__<r>__<d>`; the edge_index dict is fed in metadata order, which PyG's
+  HGTConv needs).
+- PyG forward in eval() / no_grad with torch.set_num_threads(T), after --warmup passes; median of
+  --reps wall-clock times. `torch_geometric.backend.use_segment_matmul = False`: the per-relation
+  mean is the reference semantics (pyg-lib's fused path averages over all in-edges).
+- `rgnn run --backend cpu` output compared to PyG's: normwise relative error ||a-b|| / ||b|| over
+  all outputs, and the max abs difference.
+- `rgnn bench --backend cpu --reps N --json` with RAYON_NUM_THREADS=T.
+- Memory: rgnn's reported `peak_bytes`; the `rgnn bench` process's max RSS (whole process, files
+  included); PyG's RSS high-water growth during the forward passes (ru_maxrss after the passes
+  minus the RSS just before them; approximate, includes allocator caching).
+
+Prints one markdown table row; with --results appends a JSON line for benches/run_all.sh.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torch_geometric  # noqa: E402
+import torch_geometric.backend  # noqa: E402
+from torch_geometric.nn import HGTConv, RGATConv, RGCNConv  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+torch_geometric.backend.use_segment_matmul = False
+
+ACT = {None: lambda t: t, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh, "elu": F.elu}
+
+RGCN_KEYS = ("in_channels", "out_channels", "num_relations", "num_bases", "num_blocks", "aggr",
+             "root_weight", "bias")
+RGAT_KEYS = ("in_channels", "out_channels", "num_relations", "heads", "dim", "concat", "attention_mode",
+             "attention_mechanism", "negative_slope", "bias", "num_bases", "num_blocks")
+
+
+def read_config(path):
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+    if "rgnn.config" not in meta:
+        sys.exit(f"{path}: no rgnn.config metadata")
+    return json.loads(meta["rgnn.config"])
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def maxrss_bytes():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Stack(torch.nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.acts = [l.get("activation") for l in cfg["layers"]]
+        self.hetero = False
+        convs = []
+        for i, l in enumerate(cfg["layers"]):
+            if l.get("prefix") != f"convs.{i}":
+                raise SystemExit(f"layer {i}: prefix {l.get('prefix')!r}, this script expects 'convs.{i}'")
+            t = l["type"]
+            if t == "RGCNConv":
+                convs.append(RGCNConv(**{k: l[k] for k in RGCN_KEYS if k in l}))
+            elif t == "RGATConv":
+                convs.append(RGATConv(**{k: l[k] for k in RGAT_KEYS if k in l}))
+            elif t == "HGTConv":
+                md = cfg["metadata"]
+                metadata = (list(md["node_types"]), [tuple(e) for e in md["edge_types"]])
+                convs.append(HGTConv(l["in_channels"], l["out_channels"], metadata, heads=l.get("heads", 1)))
+                self.hetero = True
+            else:
+                raise SystemExit(f"layer type {t} is not a PyG layer")
+        self.convs = torch.nn.ModuleList(convs)
+
+    def forward(self, *args):
+        if self.hetero:
+            x_dict, ei_dict = args
+            for conv, act in zip(self.convs, self.acts):
+                x_dict = {t: ACT[act](v) for t, v in conv(x_dict, ei_dict).items()}
+            return x_dict
+        x, edge_index, edge_type = args
+        for conv, act in zip(self.convs, self.acts):
+            x = ACT[act](conv(x, edge_index, edge_type))
+        return x
+
+
+def load_graph(path, cfg, hetero):
+    g = load_file(path)
+    if hetero:
+        md = cfg["metadata"]
+        x_dict = {k[2:]: v.float() for k, v in g.items() if k.startswith("x.")}
+        ei = {}
+        for s, r, d in md["edge_types"]:
+            key = f"edge_index.{s}__{r}__{d}"
+            if key in g:
+                ei[(s, r, d)] = g[key].long()
+        nodes = sum(v.shape[0] for v in x_dict.values())
+        edges = sum(v.shape[1] for v in ei.values())
+        return (x_dict, ei), nodes, edges
+    x = g["x"].float()
+    ei = g["edge_index"].long()
+    et = g["edge_type"].long()
+    return (x, ei, et), x.shape[0], ei.shape[1]
+
+
+def run_quiet(cmd, env):
+    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}{p.stderr}")
+    return p
+
+
+def run_rgnn_bench(rgnn, model, graph, reps, jpath, env, tmp):
+    """`rgnn bench --backend cpu --json`; returns (json, process max RSS in bytes or None)."""
+    cmd = [rgnn, "bench", "--model", model, "--graph", graph, "--backend", "cpu", "--reps", str(reps),
+           "--json", jpath]
+    tfile = os.path.join(tmp, "time.txt")
+    timed = os.path.exists("/usr/bin/time")
+    run_quiet((["/usr/bin/time", "-f", "%M", "-o", tfile] if timed else []) + cmd, env)
+    with open(jpath) as f:
+        bench = json.load(f)
+    maxrss = None
+    if timed:
+        with open(tfile) as f:
+            maxrss = int(f.read().strip().splitlines()[-1]) * 1024
+    return bench, maxrss
+
+
+def as_outputs(out):
+    if isinstance(out, dict):
+        return {f"out.{k}": v for k, v in out.items()}
+    return {"out": out}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--graph", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rgnn", default=os.path.join(REPO, "target", "release", "rgnn"))
+    ap.add_argument("--shape", default=None, help="label of the graph shape in the table")
+    ap.add_argument("--results", default=None, help="append a JSON line here")
+    ap.add_argument("--tol", type=float, default=1e-4, help="rel err above this is flagged MISMATCH")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    cfg = read_config(args.model)
+    model = Stack(cfg).eval()
+    state = load_file(args.model)
+    model.load_state_dict(state, strict=True)
+    inputs, nodes, edges = load_graph(args.graph, cfg, model.hetero)
+    kind = "+".join(l["type"] for l in cfg["layers"])
+    shape = args.shape or os.path.basename(args.graph).split(".")[0]
+
+    # PyG timing.
+    rss0 = rss_bytes()
+    with torch.no_grad():
+        for _ in range(args.warmup):
+            ref = model(*inputs)
+        times = []
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            ref = model(*inputs)
+            times.append(time.perf_counter() - t0)
+    pyg_peak_growth = max(0, maxrss_bytes() - rss0)
+    pyg_median = statistics.median(times)
+    ref = as_outputs(ref)
+
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    with tempfile.TemporaryDirectory() as tmp:
+        # Correctness: rgnn run vs PyG.
+        opath = os.path.join(tmp, "out.safetensors")
+        run_quiet([args.rgnn, "run", "--model", args.model, "--graph", args.graph, "--out", opath,
+                   "--backend", "cpu"], env)
+        got = load_file(opath)
+        if sorted(got) != sorted(ref):
+            raise SystemExit(f"output names differ: rgnn {sorted(got)} vs PyG {sorted(ref)}")
+        num = sum(float(((got[k].double() - ref[k].double()) ** 2).sum()) for k in ref)
+        den = sum(float((ref[k].double() ** 2).sum()) for k in ref)
+        rel_err = (num ** 0.5) / max(den ** 0.5, 1e-30)
+        max_abs = max(float((got[k] - ref[k]).abs().max()) for k in ref)
+
+        # Timing: rgnn bench; its process max RSS through /usr/bin/time (a fork's wait4 rusage
+        # would count the Python parent's pages copied before exec).
+        jpath = os.path.join(tmp, "bench.json")
+        bench, rgnn_maxrss = run_rgnn_bench(args.rgnn, args.model, args.graph, args.reps, jpath, env, tmp)
+
+    row = {
+        "model": kind, "shape": shape, "nodes": nodes, "edges": edges, "threads": args.threads,
+        "reps": args.reps, "pyg_median_s": pyg_median, "pyg_min_s": min(times), "pyg_max_s": max(times),
+        "rgnn_median_s": bench["median_s"], "rgnn_min_s": bench["min_s"], "rgnn_max_s": bench["max_s"],
+        "ratio_pyg_over_rgnn": pyg_median / bench["median_s"],
+        "rgnn_peak_bytes": bench.get("peak_bytes"), "rgnn_process_maxrss_bytes": rgnn_maxrss,
+        "pyg_forward_rss_growth_bytes": pyg_peak_growth,
+        "rel_err": rel_err, "max_abs_err": max_abs, "match": rel_err <= args.tol,
+        "torch": torch.__version__, "torch_geometric": torch_geometric.__version__,
+        "model_file": args.model, "graph_file": args.graph,
+    }
+    print("| model | shape | PyG median s | rgnn median s | PyG/rgnn | rgnn peak_bytes | rgnn max RSS MB | PyG fwd RSS growth MB | rel err |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {kind} | {shape} | {pyg_median:.4f} | {bench['median_s']:.4f} | {row['ratio_pyg_over_rgnn']:.2f} | "
+          f"{bench.get('peak_bytes')} | {rgnn_maxrss / 2**20 if rgnn_maxrss else float('nan'):.0f} | {pyg_peak_growth / 2**20:.0f} | "
+          f"{rel_err:.2e}{'' if row['match'] else ' MISMATCH'} |")
+    if args.results:
+        with open(args.results, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
