@@ -2,7 +2,7 @@
 """Run a FloydNet PivotalAttentionBlock stack (rgnn model + pair graph files) through the official
 `floydnet` package and through rgnn, check they agree, and time both, with peak memory.
 
-    /opt/venvs/pyg/bin/python benches/compare_floydnet.py --model floydnet_n64.model.safetensors \
+    python benches/compare_floydnet.py --model floydnet_n64.model.safetensors \
         --graph floydnet_n64.graph.safetensors [--threads 2] [--reps 3] [--warmup 1] \
         [--rgnn target/release/rgnn] [--results results.jsonl]
 

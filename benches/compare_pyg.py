@@ -2,7 +2,7 @@
 """Run one rgnn model + graph file through PyTorch Geometric and through rgnn, check they agree,
 and time both.
 
-    /opt/venvs/pyg/bin/python benches/compare_pyg.py --model M.model.safetensors \
+    python benches/compare_pyg.py --model M.model.safetensors \
         --graph G.graph.safetensors [--threads 2] [--reps 5] [--warmup 1] [--rgnn target/release/rgnn] \
         [--shape NAME] [--results results.jsonl]
 

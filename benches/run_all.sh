@@ -8,7 +8,7 @@
 #
 # Environment: SHAPES, MODELS (rgcn rgat hgt), FLOYD_N, REPS (PyG/RGCN/RGAT/HGT reps, default 5),
 # FLOYD_REPS (default 3), THREADS (torch threads = RAYON_NUM_THREADS, default 2), SCALE (1.0),
-# FEATURES (64), SEED (0), PY (/opt/venvs/pyg/bin/python), OUT (target/bench), CASE_TIMEOUT
+# FEATURES (64), SEED (0), PY (a Python with torch, torch_geometric 2.8 and floydnet; default python3), OUT (target/bench), CASE_TIMEOUT
 # (seconds per case, default 1200; a case that runs out is recorded as such), RGNN (the rgnn binary
 # to measure; default target/release/rgnn, built here unless SKIP_BUILD=1).
 set -u
@@ -22,7 +22,7 @@ THREADS=${THREADS:-2}
 SCALE=${SCALE:-1.0}
 FEATURES=${FEATURES:-64}
 SEED=${SEED:-0}
-PY=${PY:-/opt/venvs/pyg/bin/python}
+PY=${PY:-python3}
 OUT=${OUT:-target/bench}
 CASE_TIMEOUT=${CASE_TIMEOUT:-1200}
 RGNN=${RGNN:-target/release/rgnn}

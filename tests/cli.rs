@@ -8,6 +8,11 @@ fn rgnn(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rgnn")).args(args).output().expect("rgnn runs")
 }
 
+/// An output path in the system's temporary directory (runs that fail never write it).
+fn scratch_out() -> String {
+    std::env::temp_dir().join(format!("rgnn-cli-unwritten-{}.safetensors", std::process::id())).display().to_string()
+}
+
 fn fixture(case: &str, kind: &str) -> String {
     fixtures_dir().join(format!("{case}.{kind}.safetensors")).display().to_string()
 }
@@ -59,7 +64,8 @@ fn errors_are_one_paragraph_with_nonzero_exit() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
-    let o = rgnn(&["run", "--model", &fixture("rgcn_mean", "model"), "--graph", &fixture("hgt_h1", "graph"), "--out", "/tmp/x"]);
+    let o =
+        rgnn(&["run", "--model", &fixture("rgcn_mean", "model"), "--graph", &fixture("hgt_h1", "graph"), "--out", scratch_out().as_str()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("heterogeneous graph needs `metadata`"), "{err}");
@@ -71,7 +77,7 @@ fn errors_are_one_paragraph_with_nonzero_exit() {
         "--graph",
         &fixture("rgcn_mean", "graph"),
         "--out",
-        "/tmp/x",
+        scratch_out().as_str(),
         "--backend",
         "cuda",
     ]);

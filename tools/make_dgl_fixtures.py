@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Generate the DGL `RelGraphConv` reference fixtures (`tests/fixtures/dgl_*`).
 
-Needs torch 2.1.2 + dgl 2.1.0 (e.g. a virtualenv at /opt/venvs/dgl):
+Needs torch 2.1.2 + dgl 2.1.0 (e.g. a virtualenv at ~/venvs/dgl):
 
-    /opt/venvs/dgl/bin/python tools/make_dgl_fixtures.py [--out tests/fixtures]
+    ~/venvs/dgl/bin/python tools/make_dgl_fixtures.py [--out tests/fixtures]
 
 For every case it writes `<name>.model.safetensors`, `<name>.graph.safetensors` and
 `<name>.expected.safetensors` (DGL's output, float32, eval mode), plus `manifest_dgl.json`.

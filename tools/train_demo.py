@@ -4,8 +4,8 @@
 Data: the Kinships knowledge graph (104 people, 25 kinship terms) as split by the PyKEEN package
 (train/valid/test). The triples are read straight out of the PyKEEN wheel (no installation needed):
 
-    pip download --no-deps pykeen -d /tmp/pykeen_wheel
-    python tools/train_demo.py --pykeen-wheel /tmp/pykeen_wheel
+    pip download --no-deps pykeen -d pykeen_wheel
+    python tools/train_demo.py --pykeen-wheel pykeen_wheel
 
 or from a directory holding `train.txt`, `valid.txt`, `test.txt` (`--data-dir`).
 

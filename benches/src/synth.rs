@@ -3,7 +3,7 @@
 //! Hector (ASPLOS'24) evaluates RGCN, RGAT and HGT on aifb, mutag, bgs, am, ogbn-mag, FB15k-237,
 //! ogbl-biokg and ogbl-wikikg2. The real datasets need network downloads and preprocessing; this
 //! module makes stand-ins with the same node / edge / relation counts (from
-//! `shared/docs/references.md`) and the awkward statistics such graphs have:
+//! the project's reference notes on Hector) and the awkward statistics such graphs have:
 //!
 //! - relation frequencies are Zipf-skewed (a few relations carry most edges, every relation has at
 //!   least one edge); which relation id gets which rank is random;
