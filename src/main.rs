@@ -182,11 +182,12 @@ fn dispatch(cmd: Command) -> Result<()> {
             }
             if plan {
                 // With a graph: the plan the CPU backend runs (with its per-relation compaction).
-                let optimized = rgnn::codegen::optimize(&program, rgnn::codegen::PassOptions::default())?;
-                match (session.as_ref().and_then(|s| s.plan()), rgnn::codegen::lower(&optimized)) {
-                    (Some(kp), _) => print!("{}", kp.to_text()),
-                    (None, Ok(kp)) => print!("{}", kp.to_text()),
-                    (None, Err(e)) => println!("# {e}; the level-1 interpreter runs this model"),
+                match session.as_ref().and_then(|s| s.plan()) {
+                    Some(kp) => print!("{}", kp.to_text()),
+                    None => match rgnn::codegen::lower(&rgnn::codegen::optimize(&program, rgnn::codegen::PassOptions::default())?) {
+                        Ok(kp) => print!("{}", kp.to_text()),
+                        Err(e) => println!("# {e}; the level-1 interpreter runs this model"),
+                    },
                 }
             }
             if memory {

@@ -415,26 +415,22 @@ impl Lowering<'_> {
     }
 }
 
-/// Replace every `Load { buffer: b, at: Own }` by `Acc` and shift the program after `prefix`.
+/// Append `glue` to the epilogue `prefix`, its loads of `b` at its own row redirected to the slot
+/// holding the producer's result.
 fn splice_epilogue(prefix: &RowProgram, glue: &RowProgram, b: BufferId) -> RowProgram {
     // The producer's epilogue computes its stored row in its last slot; the glue reads that row
     // through `Load b @Own`. Append the glue with those loads redirected to that slot.
     let mut out = prefix.clone();
-    let base = out.ops.len();
     let acc_slot = out.result();
-    let remap = |s: usize, map: &[usize]| map[s];
-    let mut map = vec![];
+    // map[s]: the slot of `out` that holds the glue's slot s.
+    let mut map: Vec<usize> = vec![];
     for (op, w) in glue.ops.iter().zip(&glue.widths) {
-        let new = match op {
-            RowOp::Load { buffer, at: RowRef::Own } if *buffer == b => {
-                map.push(acc_slot);
-                continue;
-            }
-            op => remap_slots(op, |s| remap(s, &map)),
+        let slot = match op {
+            RowOp::Load { buffer, at: RowRef::Own } if *buffer == b => acc_slot,
+            op => out.push(op.map_slots(|s| map[s]), *w),
         };
-        map.push(out.push(new, *w));
+        map.push(slot);
     }
-    let _ = base;
     // The glue's result must be the program's result.
     let last = map[glue.result()];
     if last != out.result() {
@@ -442,31 +438,6 @@ fn splice_epilogue(prefix: &RowProgram, glue: &RowProgram, b: BufferId) -> RowPr
         out.push(RowOp::Slice { x: last, start: 0, len: w }, w);
     }
     out
-}
-
-fn remap_slots(op: &RowOp, f: impl Fn(usize) -> usize) -> RowOp {
-    let mut op = op.clone();
-    match &mut op {
-        RowOp::Load { .. } | RowOp::Acc | RowOp::Param { .. } => {}
-        RowOp::Unary { x, .. }
-        | RowOp::Bias { x, .. }
-        | RowOp::Scale { x, .. }
-        | RowOp::ScaleByParam { x, .. }
-        | RowOp::HeadMean { x, .. }
-        | RowOp::Slice { x, .. }
-        | RowOp::Norm { x, .. }
-        | RowOp::PairMask { x }
-        | RowOp::Softmax { x, .. } => *x = f(*x),
-        RowOp::Binary { a, b, .. } | RowOp::HeadDot { a, b, .. } | RowOp::HeadOuter { a, b, .. } => {
-            *a = f(*a);
-            *b = f(*b);
-        }
-        RowOp::GatedSkip { update, residual, .. } => {
-            *update = f(*update);
-            *residual = f(*residual);
-        }
-    }
-    op
 }
 
 /// Move row-local glue into the epilogue of the GEMM or traversal whose result it reads, when that

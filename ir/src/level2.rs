@@ -196,7 +196,7 @@ impl RowProgram {
         let mut dep = vec![false; prog.ops.len()];
         dep[si] = true;
         for (i, op) in prog.ops.iter().enumerate().skip(si + 1) {
-            dep[i] = slots_read(op).iter().any(|&x| dep[x]);
+            dep[i] = op.slots().iter().any(|&x| dep[x]);
             if dep[i] && i != res {
                 return None;
             }
@@ -220,21 +220,42 @@ impl RowProgram {
     }
 }
 
-/// The slots an operator reads.
-pub fn slots_read(op: &RowOp) -> Vec<usize> {
-    match op {
-        RowOp::Load { .. } | RowOp::Acc | RowOp::Param { .. } => vec![],
-        RowOp::Unary { x, .. }
-        | RowOp::Bias { x, .. }
-        | RowOp::Scale { x, .. }
-        | RowOp::ScaleByParam { x, .. }
-        | RowOp::HeadMean { x, .. }
-        | RowOp::Slice { x, .. }
-        | RowOp::Norm { x, .. }
-        | RowOp::PairMask { x }
-        | RowOp::Softmax { x, .. } => vec![*x],
-        RowOp::Binary { a, b, .. } | RowOp::HeadDot { a, b, .. } | RowOp::HeadOuter { a, b, .. } => vec![*a, *b],
-        RowOp::GatedSkip { update, residual, .. } => vec![*update, *residual],
+impl RowOp {
+    /// The same operator reading other slots (`f` gives each operand slot's replacement, called
+    /// once per operand in operand order).
+    pub fn map_slots(&self, mut f: impl FnMut(usize) -> usize) -> RowOp {
+        let mut op = self.clone();
+        match &mut op {
+            RowOp::Load { .. } | RowOp::Acc | RowOp::Param { .. } => {}
+            RowOp::Unary { x, .. }
+            | RowOp::Bias { x, .. }
+            | RowOp::Scale { x, .. }
+            | RowOp::ScaleByParam { x, .. }
+            | RowOp::HeadMean { x, .. }
+            | RowOp::Slice { x, .. }
+            | RowOp::Norm { x, .. }
+            | RowOp::PairMask { x }
+            | RowOp::Softmax { x, .. } => *x = f(*x),
+            RowOp::Binary { a, b, .. } | RowOp::HeadDot { a, b, .. } | RowOp::HeadOuter { a, b, .. } => {
+                *a = f(*a);
+                *b = f(*b);
+            }
+            RowOp::GatedSkip { update, residual, .. } => {
+                *update = f(*update);
+                *residual = f(*residual);
+            }
+        }
+        op
+    }
+
+    /// The slots this operator reads.
+    pub fn slots(&self) -> Vec<usize> {
+        let mut read = vec![];
+        self.map_slots(|s| {
+            read.push(s);
+            s
+        });
+        read
     }
 }
 

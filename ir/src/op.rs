@@ -283,36 +283,17 @@ impl Op {
 
     /// The values this operator reads.
     pub fn inputs(&self) -> Vec<ValueId> {
-        match self {
-            Op::Input { .. } | Op::Embedding { .. } => vec![],
-            Op::Gather { input, .. }
-            | Op::CompactGather { input, .. }
-            | Op::EdgeFromCompact { input }
-            | Op::Linear { input, .. }
-            | Op::Bias { input, .. }
-            | Op::Scale { input, .. }
-            | Op::ScaleByParam { input, .. }
-            | Op::Unary { input, .. }
-            | Op::HeadMean { input }
-            | Op::Reshape { input, .. }
-            | Op::Slice { input, .. }
-            | Op::EdgeSoftmax { input, .. }
-            | Op::Aggregate { input, .. }
-            | Op::Norm { input, .. }
-            | Op::SelectNodeType { input, .. }
-            | Op::PairTranspose { input }
-            | Op::PairMask { input } => vec![*input],
-            Op::Binary { lhs, rhs, .. } | Op::HeadDot { lhs, rhs } | Op::HeadOuter { lhs, rhs } => {
-                vec![*lhs, *rhs]
-            }
-            Op::GatedSkip { update, residual, .. } => vec![*update, *residual],
-            Op::ConcatNodeTypes { parts } => parts.iter().map(|(_, v)| *v).collect(),
-            Op::PivotAttention { q, k_ij, k_jk, v_ij, v_jk, .. } => vec![*q, *k_ij, *k_jk, *v_ij, *v_jk],
-        }
+        let mut read = vec![];
+        self.map_inputs(|v| {
+            read.push(v);
+            v
+        });
+        read
     }
 
-    /// The same operator reading other values (`map` gives each operand's replacement).
-    pub fn map_inputs(&self, map: impl Fn(ValueId) -> ValueId) -> Op {
+    /// The same operator reading other values (`map` gives each operand's replacement, called
+    /// once per operand in operand order).
+    pub fn map_inputs(&self, mut map: impl FnMut(ValueId) -> ValueId) -> Op {
         let mut op = self.clone();
         match &mut op {
             Op::Input { .. } | Op::Embedding { .. } => {}

@@ -535,23 +535,20 @@ fn traversal(env: &Env, t: &TraversalKernel, out: &SharedRows) {
                         i += 1;
                     }
                 }
-                // stats: per group, max then sum per column.
+                // stats: per group, max (from -inf) then sum per column.
                 let n_groups = if group == SoftmaxGroup::Dst { 1 } else { segs.len() };
                 stats.clear();
                 stats.resize(n_groups * 2 * lw, 0.0);
+                for g in stats.chunks_mut(2 * lw) {
+                    g[..lw].fill(f32::NEG_INFINITY);
+                }
                 let mut i = 0;
                 for (gi_seg, &(_, a, b)) in segs.iter().enumerate() {
                     let gi = if group == SoftmaxGroup::Dst { 0 } else { gi_seg };
-                    for p in a..b {
-                        let _ = p;
+                    for _ in a..b {
                         for c in 0..lw {
                             let m = &mut stats[gi * 2 * lw + c];
-                            let l = logits[i * lw + c];
-                            *m = if (i == 0 && group == SoftmaxGroup::Dst) || (p == a && group == SoftmaxGroup::DstRel) {
-                                l
-                            } else {
-                                m.max(l)
-                            };
+                            *m = m.max(logits[i * lw + c]);
                         }
                         i += 1;
                     }

@@ -73,33 +73,38 @@ struct CompiledCpu {
     params: Vec<Tensor>,
     graph: ExecGraph,
     layout: GraphLayout,
-    peak: usize,
+    /// Planned once per graph: sizes depend only on the plan and the graph.
+    memory: rgnn_codegen::MemoryPlan,
 }
 
 impl CompiledCpu {
     fn index(&self) -> GraphIndex<'_> {
-        let (g, l) = (&self.graph, &self.layout);
-        GraphIndex {
-            num_nodes: g.num_nodes,
-            type_offsets: &g.type_offsets,
-            src: &g.src,
-            dst: &g.dst,
-            rel: &g.rel,
-            dst_ptr: &l.dst_ptr,
-            dst_edges: &l.dst_edges,
-            seg_ptr: &l.seg_ptr,
-            seg_dst: &l.seg_dst,
-            seg_rel: &l.seg_rel,
-            node_seg_ptr: &l.node_seg_ptr,
-            edge_segment: &l.edge_segment,
-            compact_ptr: &l.compact_ptr,
-            compact_src: &l.compact_src,
-            compact_rel: &l.compact_rel,
-            edge_compact_row: &l.edge_compact_row,
-            rel_ptr: &l.rel_ptr,
-            rel_edges: &l.rel_edges,
-            pair: g.pair.as_ref().map(|(b, n, m)| (*b, *n, m.as_slice())),
-        }
+        graph_index(&self.graph, &self.layout)
+    }
+}
+
+/// The templates' view of a graph and its layouts.
+fn graph_index<'a>(g: &'a ExecGraph, l: &'a GraphLayout) -> GraphIndex<'a> {
+    GraphIndex {
+        num_nodes: g.num_nodes,
+        type_offsets: &g.type_offsets,
+        src: &g.src,
+        dst: &g.dst,
+        rel: &g.rel,
+        dst_ptr: &l.dst_ptr,
+        dst_edges: &l.dst_edges,
+        seg_ptr: &l.seg_ptr,
+        seg_dst: &l.seg_dst,
+        seg_rel: &l.seg_rel,
+        node_seg_ptr: &l.node_seg_ptr,
+        edge_segment: &l.edge_segment,
+        compact_ptr: &l.compact_ptr,
+        compact_src: &l.compact_src,
+        compact_rel: &l.compact_rel,
+        edge_compact_row: &l.edge_compact_row,
+        rel_ptr: &l.rel_ptr,
+        rel_edges: &l.rel_edges,
+        pair: g.pair.as_ref().map(|(b, n, m)| (*b, *n, m.as_slice())),
     }
 }
 
@@ -130,21 +135,18 @@ impl Executable for CompiledCpu {
             }
             out.push((name.clone(), Tensor::new(vec![data.len() / info.width.max(1), info.width], data)));
         }
-        // What the planned arena plus the persistent pool (inputs, outputs) hold at the peak; the
-        // CPU executor frees each buffer after its last reader, so it stays at or below this.
-        let plan = rgnn_codegen::plan_memory(&self.plan, |d| index.rows(d));
-        self.peak = plan.planned_bytes + plan.persistent_bytes;
         Ok(out)
     }
+    /// The planned arena plus the persistent pool (inputs, outputs); the CPU executor frees each
+    /// buffer after its last reader, so a run stays at or below this.
     fn peak_bytes(&self) -> usize {
-        self.peak
+        self.memory.planned_bytes + self.memory.persistent_bytes
     }
     fn plan(&self) -> Option<&KernelProgram> {
         Some(&self.plan)
     }
     fn memory_plan(&self) -> Option<rgnn_codegen::MemoryPlan> {
-        let index = self.index();
-        Some(rgnn_codegen::plan_memory(&self.plan, |d| index.rows(d)))
+        Some(self.memory.clone())
     }
 }
 
@@ -198,7 +200,9 @@ impl Backend for CpuBackend {
                 let layout = GraphLayout::with_compaction(&graph, num_relations, &compact);
                 let mut plan = plan;
                 plan.compaction = compaction.iter().map(|c| (c.edges, c.unique_sources, c.compacted)).collect();
-                Ok(Box::new(CompiledCpu { plan, params, graph, layout, peak: 0 }))
+                let index = graph_index(&graph, &layout);
+                let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
+                Ok(Box::new(CompiledCpu { plan, params, graph, layout, memory }))
             }
             Err(_) => Ok(Box::new(CpuExecutable { program: program.clone(), params, graph, peak: 0 })),
         }
