@@ -2,6 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use rgnn::codegen::CompileOptions;
+use rgnn::ir::level2::DType;
 use rgnn::{BackendKind, Graph, Model, Session};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -85,6 +87,9 @@ enum Command {
         /// Target architecture for --emit cuda/ptx.
         #[arg(long, default_value = "sm_80")]
         arch: String,
+        /// Storage type of the emitted kernels.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
     },
     /// Time the whole forward pass (after warm-up).
     Bench {
@@ -99,6 +104,8 @@ enum Command {
         /// Write the timings as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
     },
     /// Run the embedded demo: an RGCN link predictor trained with PyG on the Kinships graph.
     Demo,
@@ -127,19 +134,21 @@ fn load(model: &PathBuf, graph: &PathBuf) -> Result<(Model, Graph)> {
     Ok((m, g))
 }
 
-fn check_dtype(dtype: Dtype, session: &Session) -> Result<()> {
-    if dtype != Dtype::F32 && session.backend() == "cpu" {
-        bail!("the cpu backend computes in f32; --dtype f16/bf16 needs a GPU backend (wgpu or cuda)");
-    }
-    Ok(())
+/// Compiler options for a storage type.
+fn options(dtype: Dtype) -> CompileOptions {
+    let storage = match dtype {
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::Bf16 => DType::BF16,
+    };
+    CompileOptions { storage, ..Default::default() }
 }
 
 fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::Run { model, graph, out, backend, dtype } => {
             let (m, g) = load(&model, &graph)?;
-            let mut s = Session::new(&m, &g, backend.into())?;
-            check_dtype(dtype, &s)?;
+            let mut s = Session::with_options(&m, &g, backend.into(), options(dtype))?;
             let t = Instant::now();
             let outputs = s.run()?;
             let secs = t.elapsed().as_secs_f64();
@@ -151,13 +160,25 @@ fn dispatch(cmd: Command) -> Result<()> {
             };
             eprintln!("{} on {} ({path}): {} in {:.3} s -> {}", m.config.model, s.device(), shapes.join(", "), secs, out.display());
         }
-        Command::Inspect { model, graph, ir, optimized, plan, memory, emit, arch: _ } => {
+        Command::Inspect { model, graph, ir, optimized, plan, memory, emit, arch: _, dtype } => {
             let m = Model::load(&model).with_context(|| format!("loading model {}", model.display()))?;
             for w in &m.config.warnings {
                 eprintln!("warning: {w}");
             }
-            if emit.is_some() {
-                bail!("--emit arrives with the WGSL and CUDA code generators; --ir, --plan and --memory are available");
+            if let Some(emit) = emit {
+                let Some(graph) = &graph else { bail!("--emit needs --graph: kernels are specialised for the graph") };
+                let g = Graph::load(graph).with_context(|| format!("loading graph {}", graph.display()))?;
+                match emit {
+                    Emit::Wgsl => {
+                        let generated = rgnn::runtime::emit_wgsl(&m, &g, options(dtype))?;
+                        for d in &generated.dispatches {
+                            println!("// ==== {}: workgroups {:?}, {} bindings", d.label, d.workgroups, d.bindings.len());
+                            println!("{}", d.source);
+                        }
+                    }
+                    Emit::Cuda | Emit::Ptx => bail!("--emit cuda/ptx arrives with the CUDA backend; --emit wgsl is available"),
+                }
+                return Ok(());
             }
             if memory && graph.is_none() {
                 bail!("--memory needs --graph: buffer sizes depend on the graph");
@@ -198,12 +219,12 @@ fn dispatch(cmd: Command) -> Result<()> {
                 }
             }
         }
-        Command::Bench { model, graph, backend, reps, json } => {
+        Command::Bench { model, graph, backend, reps, json, dtype } => {
             if reps == 0 {
                 bail!("--reps must be at least 1");
             }
             let (m, g) = load(&model, &graph)?;
-            let mut s = Session::new(&m, &g, backend.into())?;
+            let mut s = Session::with_options(&m, &g, backend.into(), options(dtype))?;
             s.run()?; // warm-up
             let mut times = vec![];
             for _ in 0..reps {

@@ -12,14 +12,14 @@ use rgnn::{BackendKind, Graph, Model, Session};
 /// Every level-1 pass off, each alone, and all on; and the two-pass softmax schedule.
 fn pass_variants() -> Vec<(&'static str, CompileOptions)> {
     let none = PassOptions::none();
-    let with = |passes| CompileOptions { passes, lower: LowerOptions::default() };
+    let with = |passes| CompileOptions { passes, ..Default::default() };
     vec![
         ("no passes", with(none)),
         ("fold only", with(PassOptions { fold_linear_chains: true, ..none })),
         ("push only", with(PassOptions { push_linears_through_aggregations: true, ..none })),
         ("move only", with(PassOptions { move_linears_before_gathers: true, ..none })),
         ("all passes", with(PassOptions::default())),
-        ("all passes, two-pass softmax", CompileOptions { passes: PassOptions::default(), lower: LowerOptions { online_softmax: false } }),
+        ("all passes, two-pass softmax", CompileOptions { lower: LowerOptions { online_softmax: false }, ..Default::default() }),
     ]
 }
 

@@ -20,11 +20,13 @@ mod rewrite;
 pub use compaction::{choose_compaction, RelationCompaction};
 pub use lower::{lower, lower_with, LowerOptions, Unsupported};
 
-/// Everything the compiler can be told: which level-1 passes run and the lowering's schedule.
+/// Everything the compiler can be told: which level-1 passes run, the lowering's schedule, and
+/// the storage type of activations (`F32`; `F16` on GPU backends that support it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompileOptions {
     pub passes: PassOptions,
     pub lower: LowerOptions,
+    pub storage: rgnn_ir::level2::DType,
 }
 pub use memory::{plan_memory, MemoryPlan};
 pub use passes::{optimize, PassOptions};

@@ -14,9 +14,10 @@ use std::fmt::Write;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BufferId(pub usize);
 
-/// Storage type of a buffer (computation is f32 on the CPU).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Storage type of a buffer (arithmetic is f32 whatever the storage).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DType {
+    #[default]
     F32,
     F16,
     BF16,

@@ -335,7 +335,7 @@ pub fn execute(kp: &KernelProgram, params: &[Param], g: &GraphIndex, mut buffers
 }
 
 /// Rows of `d` grouped by weight type.
-fn groups(g: &GraphIndex, d: Domain, select: WeightSelect, types: usize) -> Vec<(usize, Vec<u32>)> {
+pub(crate) fn groups(g: &GraphIndex, d: Domain, select: WeightSelect, types: usize) -> Vec<(usize, Vec<u32>)> {
     let rows = g.rows(d);
     match (select, d) {
         (WeightSelect::Shared, _) => vec![(0, (0..rows as u32).collect())],

@@ -5,8 +5,10 @@
 //! **traversal** over the graph in CSR-by-destination order (gathers, logits, softmax and
 //! aggregation in one kernel, no atomics) and **pivot attention** (FloydNet all-pairs
 //! attention), plus row-local glue (**map**). The instances are the level-2 kernels of
-//! `rgnn_ir::level2`; this crate executes them. Nothing here knows about RGAT or HGT.
-//!
-//! Today: the CPU implementations ([`cpu`]). The WGSL and CUDA generators come next.
+//! `rgnn_ir::level2`; this crate executes them ([`cpu`]) or generates device code for them
+//! ([`wgsl`]; [`gpu`] holds what the device generators share). Nothing here knows about RGAT
+//! or HGT.
 
 pub mod cpu;
+pub mod gpu;
+pub mod wgsl;

@@ -11,7 +11,7 @@ use rgnn_kernels::cpu::{GraphIndex, Param};
 /// Which backend to use (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
-    /// CUDA if present, else wgpu on a real GPU, else CPU.
+    /// wgpu on a real GPU if there is one, else CPU (CUDA will come first once it exists).
     Auto,
     Cpu,
     Wgpu,
@@ -63,6 +63,35 @@ pub trait Backend {
     ) -> Result<Box<dyn Executable>>;
 }
 
+/// Lower `program` to kernels for `graph`: choose compaction per relation, build the layouts,
+/// record the decisions in the plan. Buffers get the requested storage type.
+pub fn compile_kernels(
+    program: &Program,
+    params: &[Tensor],
+    graph: &ExecGraph,
+    options: &rgnn_codegen::CompileOptions,
+) -> std::result::Result<(KernelProgram, GraphLayout), rgnn_codegen::Unsupported> {
+    let mut plan = rgnn_codegen::lower_with(program, options.lower)?;
+    // Relations: every id in the graph and every slice of a per-relation weight.
+    let mut num_relations = graph.rel.iter().max().map_or(1, |&m| m as usize + 1);
+    for k in &plan.kernels {
+        if let Kernel::Gemm(g) = k {
+            if g.select == rgnn_ir::WeightSelect::Relation {
+                num_relations = num_relations.max(params[g.weight.0].shape[0]);
+            }
+        }
+    }
+    let (edges, unique) = GraphLayout::unique_sources_per_relation(graph, num_relations);
+    let compaction = rgnn_codegen::choose_compaction(&edges, &unique);
+    let compact: Vec<bool> = compaction.iter().map(|c| c.compacted).collect();
+    let layout = GraphLayout::with_compaction(graph, num_relations, &compact);
+    plan.compaction = compaction.iter().map(|c| (c.edges, c.unique_sources, c.compacted)).collect();
+    for b in &mut plan.buffers {
+        b.dtype = options.storage;
+    }
+    Ok((plan, layout))
+}
+
 /// The CPU backend: the program lowered to kernel templates (`rgnn-kernels`) over the graph's
 /// layouts; a program the lowering does not cover yet runs on the level-1 interpreter.
 pub struct CpuBackend;
@@ -84,7 +113,7 @@ impl CompiledCpu {
 }
 
 /// The templates' view of a graph and its layouts.
-fn graph_index<'a>(g: &'a ExecGraph, l: &'a GraphLayout) -> GraphIndex<'a> {
+pub(crate) fn graph_index<'a>(g: &'a ExecGraph, l: &'a GraphLayout) -> GraphIndex<'a> {
     GraphIndex {
         num_nodes: g.num_nodes,
         type_offsets: &g.type_offsets,
@@ -183,23 +212,14 @@ impl Backend for CpuBackend {
         options: &rgnn_codegen::CompileOptions,
     ) -> Result<Box<dyn Executable>> {
         crate::interpreter::check_relations(program, &params, &graph)?;
-        match rgnn_codegen::lower_with(program, options.lower) {
-            Ok(plan) => {
-                // Relations: every id in the graph and every slice of a per-relation weight.
-                let mut num_relations = graph.rel.iter().max().map_or(1, |&m| m as usize + 1);
-                for k in &plan.kernels {
-                    if let Kernel::Gemm(g) = k {
-                        if g.select == rgnn_ir::WeightSelect::Relation {
-                            num_relations = num_relations.max(params[g.weight.0].shape[0]);
-                        }
-                    }
-                }
-                let (edges, unique) = GraphLayout::unique_sources_per_relation(&graph, num_relations);
-                let compaction = rgnn_codegen::choose_compaction(&edges, &unique);
-                let compact: Vec<bool> = compaction.iter().map(|c| c.compacted).collect();
-                let layout = GraphLayout::with_compaction(&graph, num_relations, &compact);
-                let mut plan = plan;
-                plan.compaction = compaction.iter().map(|c| (c.edges, c.unique_sources, c.compacted)).collect();
+        if options.storage != rgnn_ir::level2::DType::F32 {
+            return Err(RuntimeError::Invalid(format!(
+                "the cpu backend stores and computes in f32; {:?} storage needs a GPU backend (wgpu or cuda)",
+                options.storage
+            )));
+        }
+        match compile_kernels(program, &params, &graph, options) {
+            Ok((plan, layout)) => {
                 let index = graph_index(&graph, &layout);
                 let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
                 Ok(Box::new(CompiledCpu { plan, params, graph, layout, memory }))
@@ -209,17 +229,19 @@ impl Backend for CpuBackend {
     }
 }
 
-/// The backend for a choice; an unavailable one is an error, never a panic.
+/// The backend for a choice; an unavailable one is an error, never a panic. `Auto` takes wgpu on
+/// a real GPU when there is one (a software adapter is slower than the CPU backend), else the CPU.
 pub fn select_backend(kind: BackendKind) -> Result<Box<dyn Backend>> {
     match kind {
-        BackendKind::Auto | BackendKind::Cpu => Ok(Box::new(CpuBackend)),
-        BackendKind::Wgpu => Err(RuntimeError::BackendUnavailable {
-            backend: "wgpu".into(),
-            reason: "this build of rgnn has no WGSL backend yet; use --backend cpu".into(),
-        }),
+        BackendKind::Cpu => Ok(Box::new(CpuBackend)),
+        BackendKind::Auto => match crate::wgpu_backend::WgpuBackend::new() {
+            Ok(b) if b.context().is_real_gpu() => Ok(Box::new(b)),
+            _ => Ok(Box::new(CpuBackend)),
+        },
+        BackendKind::Wgpu => Ok(Box::new(crate::wgpu_backend::WgpuBackend::new()?)),
         BackendKind::Cuda => Err(RuntimeError::BackendUnavailable {
             backend: "cuda".into(),
-            reason: "this build of rgnn has no CUDA backend yet; use --backend cpu".into(),
+            reason: "this build of rgnn has no CUDA backend yet; use --backend cpu or wgpu".into(),
         }),
     }
 }

@@ -16,6 +16,10 @@ pub enum RuntimeError {
     Mismatch(String),
     #[error("backend `{backend}` is not available: {reason}")]
     BackendUnavailable { backend: String, reason: String },
+    #[error("{backend} device error: {message}")]
+    Device { backend: String, message: String },
+    #[error("{backend}: out of device memory: {message}")]
+    OutOfMemory { backend: String, message: String },
     #[error("{0}")]
     Invalid(String),
     #[error("cannot write {path}: {message}")]

@@ -24,10 +24,11 @@ pub mod layout;
 mod model;
 mod session;
 mod tensor;
+pub mod wgpu_backend;
 
 pub use backend::BackendKind;
 pub use error::{Result, RuntimeError};
 pub use graph::Graph;
 pub use model::Model;
-pub use session::{compile_for_graph, program_without_graph, Outputs, Session};
+pub use session::{compile_for_graph, emit_wgsl, program_without_graph, Outputs, Session};
 pub use tensor::Tensor;

@@ -61,6 +61,17 @@ pub fn program_without_graph(model: &Model) -> Result<Program> {
     build_program(c, &model.weight_shapes(), &spec).map_err(|error| RuntimeError::Model { path: model.source.clone(), error })
 }
 
+/// The WGSL dispatches `model` runs on `graph` (for WebGPU's default limits; no device needed).
+pub fn emit_wgsl(model: &Model, graph: &Graph, options: rgnn_codegen::CompileOptions) -> Result<rgnn_kernels::wgsl::WgslProgram> {
+    let (program, exec_graph) = compile_for_graph(model, graph)?;
+    let program = rgnn_codegen::optimize(&program, options.passes)
+        .map_err(|e| RuntimeError::Invalid(format!("internal compiler error in the level-1 passes: {e}")))?;
+    let params = crate::interpreter::eval_params(&program, &model.weights)?;
+    crate::interpreter::check_relations(&program, &params, &exec_graph)?;
+    let wgsl = rgnn_kernels::wgsl::WgslOptions { storage: options.storage, ..Default::default() };
+    Ok(crate::wgpu_backend::generate_wgsl(&program, &params, &exec_graph, &options, &wgsl)?.2)
+}
+
 /// A model prepared for one graph on one backend.
 pub struct Session {
     program: Program,

@@ -1,0 +1,207 @@
+//! The wgpu backend against the CPU backend (and the reference frameworks' outputs): every
+//! fixture in f32 (rel ≤ 1e-5) and with f16 storage (rel ≤ 5e-3), the two-pass softmax schedule,
+//! and random graphs with empty relations, isolated nodes and a hub with thousands of in-edges.
+//!
+//! Needs a Vulkan, Metal or DX12 adapter (Mesa's lavapipe is enough). Without one these tests
+//! print why and pass, unless `RGNN_REQUIRE_WGPU=1` (as in CI), which makes that a failure.
+
+mod common;
+use common::*;
+use rgnn::codegen::{CompileOptions, LowerOptions};
+use rgnn::ir::level2::DType;
+use rgnn::{BackendKind, Graph, Model, Session};
+use safetensors::tensor::{serialize, Dtype, TensorView};
+use std::collections::HashMap;
+
+/// Is there an adapter? Prints which one (CI's log shows it).
+fn adapter() -> bool {
+    match rgnn::runtime::wgpu_backend::context() {
+        Ok(ctx) => {
+            println!("wgpu adapter: {}", ctx.describe());
+            true
+        }
+        Err(e) => {
+            if std::env::var("RGNN_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
+                panic!("RGNN_REQUIRE_WGPU=1 but no wgpu adapter: {e}");
+            }
+            eprintln!("SKIPPED: the wgpu tests need a Vulkan, Metal or DX12 adapter: {e}");
+            false
+        }
+    }
+}
+
+fn outputs(model: &Model, graph: &Graph, backend: BackendKind, options: CompileOptions) -> Result<Vec<(String, rgnn::Tensor)>, String> {
+    let mut s = Session::with_options(model, graph, backend, options).map_err(|e| e.to_string())?;
+    Ok(s.run().map_err(|e| e.to_string())?.tensors)
+}
+
+/// Worst relative error of the wgpu outputs against the CPU backend's (same names and shapes).
+fn compare(model: &Model, graph: &Graph, options: CompileOptions) -> Result<f64, String> {
+    let cpu = outputs(model, graph, BackendKind::Cpu, CompileOptions { storage: DType::F32, ..options })?;
+    let gpu = outputs(model, graph, BackendKind::Wgpu, options)?;
+    if cpu.len() != gpu.len() {
+        return Err(format!("{} outputs on wgpu, {} on cpu", gpu.len(), cpu.len()));
+    }
+    let mut worst = 0f64;
+    for ((cn, c), (gn, g)) in cpu.iter().zip(&gpu) {
+        if cn != gn || c.shape != g.shape {
+            return Err(format!("wgpu gave `{gn}` {:?}, cpu `{cn}` {:?}", g.shape, c.shape));
+        }
+        worst = worst.max(rel_err(&g.data, &c.data));
+    }
+    Ok(worst)
+}
+
+fn load_case(case: &str) -> (Model, Graph) {
+    let dir = fixtures_dir();
+    let model = Model::load(dir.join(format!("{case}.model.safetensors"))).unwrap();
+    let graph = Graph::load(dir.join(format!("{case}.graph.safetensors"))).unwrap();
+    (model, graph)
+}
+
+fn check_all(cases: &[String], options: CompileOptions, tolerance: f64) {
+    let mut failures = vec![];
+    for case in cases {
+        let (model, graph) = load_case(case);
+        match compare(&model, &graph, options) {
+            Ok(err) if err <= tolerance => println!("ok    {case:40} rel err vs cpu {err:.2e}"),
+            Ok(err) => failures.push(format!("{case}: rel err {err:.2e} > {tolerance:e}")),
+            Err(e) => failures.push(format!("{case}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+#[test]
+fn every_fixture_matches_cpu_and_reference_in_f32() {
+    if !adapter() {
+        return;
+    }
+    let cases = fixture_cases();
+    assert!(cases.len() >= 40);
+    check_all(&cases, CompileOptions::default(), 1e-5);
+    // And the framework's own outputs, directly.
+    let mut failures = vec![];
+    for case in &cases {
+        let (model, graph) = load_case(case);
+        let got = outputs(&model, &graph, BackendKind::Wgpu, CompileOptions::default()).unwrap();
+        for (name, want) in expected(case) {
+            let g = &got.iter().find(|(n, _)| *n == name).expect("output present").1;
+            let err = rel_err(&g.data, &want.data);
+            if err > 1e-5 {
+                failures.push(format!("{case} `{name}`: rel err vs reference {err:.2e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn attention_fixtures_match_with_the_two_pass_softmax() {
+    if !adapter() {
+        return;
+    }
+    let cases: Vec<String> = fixture_cases().into_iter().filter(|c| c.starts_with("rgat") || c.starts_with("hgt")).collect();
+    check_all(&cases, CompileOptions { lower: LowerOptions { online_softmax: false }, ..Default::default() }, 1e-5);
+}
+
+#[test]
+fn every_fixture_matches_cpu_with_f16_storage() {
+    if !adapter() {
+        return;
+    }
+    let ctx = rgnn::runtime::wgpu_backend::context().unwrap();
+    let cases = fixture_cases();
+    let options = CompileOptions { storage: DType::F16, ..Default::default() };
+    if !ctx.has_f16() {
+        let (model, graph) = load_case(&cases[0]);
+        let e = outputs(&model, &graph, BackendKind::Wgpu, options).unwrap_err();
+        assert!(e.contains("SHADER_F16"), "{e}");
+        eprintln!("SKIPPED f16: {} has no SHADER_F16", ctx.describe());
+        return;
+    }
+    check_all(&cases, options, 5e-3);
+}
+
+/// A relational graph file: `n` nodes with `f` features, edges `(src, dst, rel)`.
+fn graph_bytes(n: usize, f: usize, edges: &[(usize, usize, usize)], seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) as f32
+    };
+    let x: Vec<f32> = (0..n * f).map(|_| next()).collect();
+    let mut index: Vec<i64> = edges.iter().map(|e| e.0 as i64).collect();
+    index.extend(edges.iter().map(|e| e.1 as i64));
+    let types: Vec<i64> = edges.iter().map(|e| e.2 as i64).collect();
+    let xb: Vec<u8> = bytemuck::cast_slice(&x).to_vec();
+    let ib: Vec<u8> = bytemuck::cast_slice(&index).to_vec();
+    let tb: Vec<u8> = bytemuck::cast_slice(&types).to_vec();
+    let tensors = HashMap::from([
+        ("x".to_string(), TensorView::new(Dtype::F32, vec![n, f], &xb).unwrap()),
+        ("edge_index".to_string(), TensorView::new(Dtype::I64, vec![2, edges.len()], &ib).unwrap()),
+        ("edge_type".to_string(), TensorView::new(Dtype::I64, vec![edges.len()], &tb).unwrap()),
+    ]);
+    serialize(tensors, None).unwrap()
+}
+
+/// Random edges over `relations` relations, leaving relation `empty` unused, nodes at and above
+/// `isolated_from` without edges, and node 0 a hub with `hub` extra in-edges.
+fn random_edges(
+    n: usize,
+    e: usize,
+    relations: usize,
+    empty: usize,
+    isolated_from: usize,
+    hub: usize,
+    seed: u64,
+) -> Vec<(usize, usize, usize)> {
+    let mut state = seed;
+    let mut below = |m: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % m.max(1)
+    };
+    let live = isolated_from.min(n).max(1);
+    let rel = |below: &mut dyn FnMut(usize) -> usize| loop {
+        let r = below(relations);
+        if r != empty {
+            return r;
+        }
+    };
+    let mut edges = vec![];
+    for _ in 0..e {
+        let r = rel(&mut below);
+        edges.push((below(live), below(live), r));
+    }
+    for _ in 0..hub {
+        let r = rel(&mut below);
+        edges.push((below(live), 0, r));
+    }
+    edges
+}
+
+#[test]
+fn random_graphs_of_several_sizes_match_cpu() {
+    if !adapter() {
+        return;
+    }
+    // Models from the fixtures (their relation counts and widths), on new graphs.
+    let models = ["rgcn_mean", "rgcn_max", "rgcn_blocks", "rgat_add_across_h3", "rgat_mul_within_h2_d2_mean", "dgl_bdd_right"];
+    let mut failures = vec![];
+    for (mi, name) in models.iter().enumerate() {
+        let (model, fixture_graph) = load_case(name);
+        let Graph::Relational(g) = &fixture_graph else { panic!("{name} has a relational graph") };
+        let f = g.x.as_ref().map_or(0, |x| x.shape[1]);
+        let relations = g.rel.iter().copied().max().map_or(1, |m| m as usize + 1);
+        for (si, &(n, e, hub)) in [(1usize, 0usize, 0usize), (50, 200, 0), (700, 3000, 2500), (3000, 12000, 4000)].iter().enumerate() {
+            let edges = random_edges(n, e, relations, relations / 2, n * 9 / 10, hub, (mi * 10 + si) as u64 + 1);
+            let graph = Graph::from_bytes("random graph", graph_bytes(n, f, &edges, si as u64 + 7)).unwrap();
+            match compare(&model, &graph, CompileOptions::default()) {
+                Ok(err) if err <= 1e-5 => println!("ok    {name} on {n} nodes, {} edges: rel err {err:.2e}", edges.len()),
+                Ok(err) => failures.push(format!("{name} on {n} nodes: rel err {err:.2e}")),
+                Err(e) => failures.push(format!("{name} on {n} nodes: {e}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
