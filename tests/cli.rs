@@ -117,3 +117,96 @@ fn demo_needs_no_arguments_and_reports_a_metric() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("MRR") && text.contains("Hits@10") && text.contains("inference"), "{text}");
 }
+
+#[test]
+fn inspect_emits_the_generated_wgsl() {
+    let o = rgnn(&[
+        "inspect",
+        "--model",
+        &fixture("rgat_add_across_h3", "model"),
+        "--graph",
+        &fixture("rgat_add_across_h3", "graph"),
+        "--emit",
+        "wgsl",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("// ==== k0 map") && text.contains("traversal") && text.contains("@compute"), "{text}");
+    let o = rgnn(&["inspect", "--model", &fixture("rgat_add_across_h3", "model"), "--emit", "wgsl"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--emit needs --graph"));
+}
+
+#[test]
+fn f16_storage_is_a_clear_error_on_the_cpu_backend() {
+    let o = rgnn(&[
+        "run",
+        "--model",
+        &fixture("rgcn_mean", "model"),
+        "--graph",
+        &fixture("rgcn_mean", "graph"),
+        "--out",
+        scratch_out().as_str(),
+        "--backend",
+        "cpu",
+        "--dtype",
+        "f16",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cpu backend stores and computes in f32"), "{err}");
+}
+
+/// Is there a wgpu adapter? (Without one, `RGNN_REQUIRE_WGPU=1` makes that a failure.)
+fn wgpu_adapter() -> bool {
+    let ok = rgnn::runtime::wgpu_backend::context().is_ok();
+    if !ok {
+        assert!(std::env::var("RGNN_REQUIRE_WGPU").map_or(true, |v| v != "1"), "RGNN_REQUIRE_WGPU=1 but no wgpu adapter");
+        eprintln!("SKIPPED: no wgpu adapter");
+    }
+    ok
+}
+
+#[test]
+fn run_and_bench_on_the_wgpu_backend() {
+    if !wgpu_adapter() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("rgnn-cli-wgpu-{}.safetensors", std::process::id()));
+    for case in ["rgat_mul_across_h2_d3", "hgt_h4", "floyd_pre_ln"] {
+        let o = rgnn(&[
+            "run",
+            "--model",
+            &fixture(case, "model"),
+            "--graph",
+            &fixture(case, "graph"),
+            "--out",
+            out.to_str().unwrap(),
+            "--backend",
+            "wgpu",
+        ]);
+        assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
+        let got = rgnn::runtime::io::TensorFile::open(&out).unwrap();
+        for (name, want) in expected(case) {
+            let g = got.floats(&name).unwrap();
+            assert!(rel_err(&g.data, &want.data) <= 1e-5, "{case} {name}");
+        }
+    }
+    let json = std::env::temp_dir().join(format!("rgnn-bench-wgpu-{}.json", std::process::id()));
+    let o = rgnn(&[
+        "bench",
+        "--model",
+        &fixture("rgcn_mean", "model"),
+        "--graph",
+        &fixture("rgcn_mean", "graph"),
+        "--backend",
+        "wgpu",
+        "--reps",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["backend"], "wgpu");
+}

@@ -13,7 +13,16 @@ use rgnn::{BackendKind, Graph, Model, Session};
 use safetensors::tensor::{serialize, Dtype, TensorView};
 use std::collections::HashMap;
 
-/// Is there an adapter? Prints which one (CI's log shows it).
+/// CI runs this one with `--nocapture` so its log names the adapter the tests ran on.
+#[test]
+fn reports_the_adapter() {
+    if adapter() {
+        let ctx = rgnn::runtime::wgpu_backend::context().unwrap();
+        println!("wgpu adapter for these tests: {} (f16 storage: {})", ctx.describe(), ctx.has_f16());
+    }
+}
+
+/// Is there an adapter? Prints which one.
 fn adapter() -> bool {
     match rgnn::runtime::wgpu_backend::context() {
         Ok(ctx) => {
@@ -196,10 +205,44 @@ fn random_graphs_of_several_sizes_match_cpu() {
         for (si, &(n, e, hub)) in [(1usize, 0usize, 0usize), (50, 200, 0), (700, 3000, 2500), (3000, 12000, 4000)].iter().enumerate() {
             let edges = random_edges(n, e, relations, relations / 2, n * 9 / 10, hub, (mi * 10 + si) as u64 + 1);
             let graph = Graph::from_bytes("random graph", graph_bytes(n, f, &edges, si as u64 + 7)).unwrap();
+            if hub > 0 && *name != "rgcn_max" {
+                // The hub's in-edges go to a workgroup of their own (rgcn_max reduces per
+                // (destination, relation) segment first, which stays one invocation each).
+                let generated = rgnn::runtime::emit_wgsl(&model, &graph, CompileOptions::default()).unwrap();
+                assert!(generated.dispatches.iter().any(|d| d.label.contains("(hubs)")), "{name}: no hub dispatch");
+            }
             match compare(&model, &graph, CompileOptions::default()) {
                 Ok(err) if err <= 1e-5 => println!("ok    {name} on {n} nodes, {} edges: rel err {err:.2e}", edges.len()),
                 Ok(err) => failures.push(format!("{name} on {n} nodes: rel err {err:.2e}")),
                 Err(e) => failures.push(format!("{name} on {n} nodes: {e}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn arrays_beyond_the_binding_limit_are_bound_in_chunks() {
+    if !adapter() {
+        return;
+    }
+    use rgnn::runtime::wgpu_backend::WgpuBackend;
+    // 16 KiB bindings: inputs, intermediates, parameters and index arrays split into chunks.
+    let mut failures = vec![];
+    for case in ["rgcn_kinships_features", "rgat_add_across_h3", "hgt_h4", "floyd_pre_ln", "dgl_basis_layernorm"] {
+        let (model, graph) = load_case(case);
+        let small = rgnn::kernels::wgsl::WgslOptions { max_binding_bytes: 16 << 10, ..Default::default() };
+        let generated = rgnn::runtime::emit_wgsl_for(&model, &graph, CompileOptions::default(), &small).unwrap();
+        assert!(generated.dispatches.iter().any(|d| d.bindings.iter().any(|b| b.chunk > 0)), "{case}: nothing was chunked");
+        let cpu = outputs(&model, &graph, BackendKind::Cpu, CompileOptions::default()).unwrap();
+        let backend = Box::new(WgpuBackend::new().unwrap().with_max_binding_bytes(16 << 10));
+        let mut s = Session::with_backend(&model, &graph, backend, CompileOptions::default()).unwrap();
+        let gpu = s.run().unwrap().tensors;
+        for ((name, c), (_, g)) in cpu.iter().zip(&gpu) {
+            let err = rel_err(&g.data, &c.data);
+            println!("{case} `{name}` with 16 KiB bindings: rel err {err:.2e}");
+            if err > 1e-5 {
+                failures.push(format!("{case} `{name}`: {err:.2e}"));
             }
         }
     }

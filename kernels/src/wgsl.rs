@@ -51,6 +51,24 @@ pub struct WgslProgram {
     pub scratch_elems: [usize; 2],
 }
 
+/// Which destinations a traversal dispatch covers.
+enum Nodes {
+    /// Every node, one invocation each.
+    All,
+    /// The listed nodes, one invocation each.
+    Listed(Vec<u32>),
+    /// The listed nodes, one workgroup each.
+    Hubs(Vec<u32>),
+}
+
+/// Destinations with at least this many in-edges (or segments) get a workgroup of their own.
+pub const HUB_ITEMS: usize = 256;
+/// Invocations of a hub workgroup, and columns combined per step through workgroup memory.
+const HUB_THREADS: usize = 64;
+const HUB_CHUNK: usize = 16;
+/// Widest message a hub workgroup combines (its result row lives in workgroup memory).
+const MAX_HUB_WIDTH: usize = 2048;
+
 /// Invocations per workgroup of the row-parallel kernels.
 const ROW_GROUP: usize = 64;
 /// GEMM tile: rows, columns, K step.
@@ -78,7 +96,7 @@ pub fn generate(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphIndex,
                 )?)
             }
             Kernel::Gemm(gk) => ctx.gemm(k, gk, &mut out)?,
-            Kernel::Traversal(t) => out.dispatches.push(ctx.traversal(k, t)?),
+            Kernel::Traversal(t) => out.dispatches.extend(ctx.traversals(k, t)?),
             Kernel::PivotAttention(p) => out.dispatches.push(ctx.pivot(k, p)?),
         }
     }
@@ -658,12 +676,64 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         Ok(())
     }
 
-    fn traversal(&self, k: usize, t: &TraversalKernel) -> Result<Dispatch, String> {
+    /// The traversal's dispatches: one invocation per destination, or, when some destinations
+    /// have at least [`HUB_ITEMS`] in-edges (segments), those ("hubs") one workgroup each and the
+    /// rest one invocation each.
+    fn traversals(&self, k: usize, t: &TraversalKernel) -> Result<Vec<Dispatch>, String> {
+        let g = self.g;
+        let items = |v: usize| {
+            let (s0, s1) = (g.node_seg_ptr[v], g.node_seg_ptr[v + 1]);
+            if t.over_segments {
+                s1 - s0
+            } else {
+                g.seg_ptr[s1] - g.seg_ptr[s0]
+            }
+        };
+        let two_pass_softmax = !t.online_softmax && t.edge.ops.iter().any(|o| matches!(o, RowOp::Softmax { .. }));
+        let hub_capable = t.domain == Domain::Node(None) && !two_pass_softmax && t.edge.widths[t.edge.result()] <= MAX_HUB_WIDTH;
+        let hubs: Vec<u32> =
+            if hub_capable { (0..g.num_nodes).filter(|&v| items(v) >= HUB_ITEMS).map(|v| v as u32).collect() } else { vec![] };
+        if hubs.is_empty() {
+            return Ok(vec![self.traversal(k, t, Nodes::All)?]);
+        }
+        let small: Vec<u32> = (0..g.num_nodes).filter(|&v| items(v) < HUB_ITEMS).map(|v| v as u32).collect();
+        Ok(vec![self.traversal(k, t, Nodes::Listed(small))?, self.traversal(k, t, Nodes::Hubs(hubs))?])
+    }
+
+    fn traversal(&self, k: usize, t: &TraversalKernel, nodes: Nodes) -> Result<Dispatch, String> {
         let mut sh = Shader::new(self);
-        let nodes = self.g.num_nodes;
-        let wg = sh.row_header(nodes, "v");
         let res = t.edge.result();
         let width = t.edge.widths[res];
+        let hub = matches!(nodes, Nodes::Hubs(_));
+        let label = format!("k{k} traversal{}", if hub { " (hubs)" } else { "" });
+        let wg = match nodes {
+            Nodes::All => sh.row_header(self.g.num_nodes, "v"),
+            Nodes::Listed(list) => {
+                let n = list.len();
+                let table = sh.table(list);
+                let wg = sh.row_header(n, "slot");
+                let v = sh.ld(table, "slot");
+                let _ = writeln!(sh.body, "    let v = {v};");
+                wg
+            }
+            Nodes::Hubs(list) => {
+                let n = list.len();
+                let table = sh.table(list);
+                let wg = grid(n, self.opts.max_workgroups_per_dim);
+                let v = sh.ld(table, "hub");
+                let _ = writeln!(
+                    sh.globals,
+                    "var<workgroup> wsh: array<f32, {}>;\nvar<workgroup> wres: array<f32, {width}>;\nvar<workgroup> wcnt: array<u32, {HUB_THREADS}>;",
+                    HUB_THREADS * HUB_CHUNK
+                );
+                let _ = writeln!(
+                    sh.body,
+                    "@compute @workgroup_size({HUB_THREADS})\nfn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{\n    let hub = wg.x + wg.y * {}u;\n    if (hub >= {n}u) {{ return; }}\n    let v = {v};",
+                    wg[0]
+                );
+                wg
+            }
+        };
         let item_domain = if t.over_segments { Domain::CompactDstRel } else { Domain::Edge };
         let out_w = self.kp.buffer(t.output).width;
         let node_seg = |sh: &mut Shader, x: &str| sh.ix(IndexArray::NodeSegPtr, x);
@@ -674,9 +744,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             (sh.ix(IndexArray::SegPtr, "sg"), sh.ix(IndexArray::SegPtr, "sg + 1u"))
         };
         let item = if t.over_segments { "p".to_string() } else { sh.ix(IndexArray::DstEdges, "p") };
+        // In a hub workgroup each invocation takes every HUB_THREADS-th item (edge-parallel) or,
+        // when results are per (destination, relation) segment, every HUB_THREADS-th segment.
+        let softmax_group = t.edge.ops.iter().find_map(|o| if let RowOp::Softmax { group, .. } = o { Some(*group) } else { None });
+        let segment_parallel = t.per_relation || softmax_group == Some(SoftmaxGroup::DstRel);
+        let (seg_filter, item_filter) = match (hub, segment_parallel) {
+            (false, _) => ("", ""),
+            (true, true) => ("        if (sg % HUB_THREADS != lid) { continue; }\n", ""),
+            (true, false) => ("", "            if (p % HUB_THREADS != lid) { continue; }\n"),
+        };
+        if hub {
+            let _ = writeln!(sh.globals, "const HUB_THREADS: u32 = {HUB_THREADS}u;");
+        }
         let _ = writeln!(
             sh.body,
-            "    var acc: array<f32, {width}>;\n    var seg_acc: array<f32, {width}>;\n    var count = 0u;\n    let sb = {sb};\n    let se = {se};"
+            "    var acc: array<f32, {width}>;\n    var seg_acc: array<f32, {width}>;\n    var count = 0u;\n    var seen = false;\n    let sb = {sb};\n    let se = {se};"
         );
         let epilogue = |sh: &mut Shader, d: Domain, row: &str, acc: &str| -> Result<(), String> {
             let _ = writeln!(sh.body, "    {{");
@@ -688,6 +770,32 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             let st = sh.st(ArrayRef::Data(t.output), &format!("({row}) * {out_w}u + c"), &format!("e{er}[c]"));
             let _ = writeln!(sh.body, "        for (var c: u32 = 0u; c < {out_w}u; c++) {{ {st} }}\n    }}");
             Ok(())
+        };
+        // Hubs: combine the invocations' partial results into `acc` of invocation 0, which
+        // finishes (mean, epilogue, store).
+        let merge = |sh: &mut Shader, op: &str, ident: &str| {
+            let _ = writeln!(
+                sh.body,
+                "    wcnt[lid] = count;
+    for (var ch: u32 = 0u; ch < {width}u; ch += {HUB_CHUNK}u) {{
+        for (var c: u32 = 0u; c < {HUB_CHUNK}u; c++) {{
+            let j = min(ch + c, {last}u);
+            wsh[lid * {HUB_CHUNK}u + c] = select({ident}, acc[j], seen);
+        }}
+        workgroupBarrier();
+        if (lid < {HUB_CHUNK}u && ch + lid < {width}u) {{
+            var r = {ident};
+            for (var i: u32 = 0u; i < HUB_THREADS; i++) {{ let x = wsh[i * {HUB_CHUNK}u + lid]; r = {op}; }}
+            wres[ch + lid] = r;
+        }}
+        workgroupBarrier();
+    }}
+    if (lid != 0u) {{ return; }}
+    count = 0u;
+    for (var i: u32 = 0u; i < HUB_THREADS; i++) {{ count += wcnt[i]; }}
+    for (var c: u32 = 0u; c < {width}u; c++) {{ acc[c] = select(0.0, wres[c], count > 0u); }}",
+                last = width - 1
+            );
         };
 
         if t.online_softmax {
@@ -701,7 +809,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             );
             let _ = writeln!(
                 sh.body,
-                "    var ones: array<f32, {lw}>;\n    for (var c: u32 = 0u; c < {lw}u; c++) {{ ones[c] = 1.0; }}\n    var m: array<f32, {lw}>;\n    var z: array<f32, {lw}>;\n    var start_group = true;\n    for (var sg = sb; sg < se; sg++) {{\n        for (var p = {pa}; p < {pb}; p++) {{\n            if (start_group) {{\n                for (var c: u32 = 0u; c < {lw}u; c++) {{ m[c] = {NEG_BIG}; z[c] = 0.0; }}\n                for (var c: u32 = 0u; c < {width}u; c++) {{ seg_acc[c] = 0.0; }}\n                start_group = false;\n            }}\n            let item = {item};"
+                "    var ones: array<f32, {lw}>;\n    for (var c: u32 = 0u; c < {lw}u; c++) {{ ones[c] = 1.0; }}\n    var m: array<f32, {lw}>;\n    var z: array<f32, {lw}>;\n    for (var c: u32 = 0u; c < {lw}u; c++) {{ m[c] = {NEG_BIG}; }}\n    var start_group = true;\n    for (var sg = sb; sg < se; sg++) {{\n{seg_filter}        for (var p = {pa}; p < {pb}; p++) {{\n{item_filter}            if (start_group) {{\n                for (var c: u32 = 0u; c < {lw}u; c++) {{ m[c] = {NEG_BIG}; z[c] = 0.0; }}\n                for (var c: u32 = 0u; c < {width}u; c++) {{ seg_acc[c] = 0.0; }}\n                start_group = false;\n            }}\n            seen = true;\n            count += 1u;\n            let item = {item};"
             );
             sh.program(&t.edge, item_domain, "item", "acc", "ones", t.edge.ops.len(), "s", "            ");
             let _ = writeln!(
@@ -730,9 +838,37 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             if t.domain == Domain::CompactDstRel || t.reduce != Reduce::Sum {
                 return Err(format!("k{k}: online softmax needs a sum over destinations"));
             }
+            if hub && !segment_parallel {
+                // Each invocation normalised its share by its own (max, sum); reweigh the shares
+                // by sum · e^(max − overall max) so they combine into the softmax over all edges.
+                let _ = writeln!(sh.globals, "var<workgroup> wm: array<f32, {}>;", HUB_THREADS * lw);
+                let _ = writeln!(
+                    sh.body,
+                    "    for (var c: u32 = 0u; c < {lw}u; c++) {{ wm[lid * {lw}u + c] = m[c]; }}
+    workgroupBarrier();
+    var share: array<f32, {lw}>;
+    for (var c: u32 = 0u; c < {lw}u; c++) {{
+        var mx = {NEG_BIG};
+        for (var i: u32 = 0u; i < HUB_THREADS; i++) {{ mx = max(mx, wm[i * {lw}u + c]); }}
+        share[c] = select(z[c] * exp(m[c] - mx), 0.0, m[c] == {NEG_BIG});
+    }}
+    workgroupBarrier();
+    for (var c: u32 = 0u; c < {lw}u; c++) {{ wm[lid * {lw}u + c] = share[c]; }}
+    workgroupBarrier();
+    for (var c: u32 = 0u; c < {lw}u; c++) {{
+        var total = 0.0;
+        for (var i: u32 = 0u; i < HUB_THREADS; i++) {{ total += wm[i * {lw}u + c]; }}
+        share[c] = select(share[c] / total, 0.0, total == 0.0);
+    }}
+    for (var j: u32 = 0u; j < {width}u; j++) {{ acc[j] = acc[j] * share[softmax_col[j]]; }}"
+                );
+            }
+            if hub {
+                merge(&mut sh, "r + x", "0.0");
+            }
             epilogue(&mut sh, Domain::Node(None), "v", "acc")?;
             sh.body.push_str("}\n");
-            return Ok(sh.finish(format!("k{k} traversal"), wg));
+            return Ok(sh.finish(label, wg));
         }
 
         // Softmax statistics over a range of items (two-pass form): max, then sum of exponentials.
@@ -764,7 +900,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
                 stats(&mut sh, si, &from, &to);
             }
         }
-        let _ = writeln!(sh.body, "    var seen = false;\n    for (var sg = sb; sg < se; sg++) {{\n    let pa = {pa};\n    let pb = {pb};");
+        let _ = writeln!(sh.body, "    for (var sg = sb; sg < se; sg++) {{\n{seg_filter}    let pa = {pa};\n    let pb = {pb};");
         if let Some(si) = softmax {
             if matches!(t.edge.ops[si], RowOp::Softmax { group: SoftmaxGroup::DstRel, .. }) {
                 stats(&mut sh, si, "pa", "pb");
@@ -772,7 +908,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
         let _ = writeln!(
             sh.body,
-            "    for (var c: u32 = 0u; c < {width}u; c++) {{ seg_acc[c] = 0.0; }}\n    for (var p = pa; p < pb; p++) {{\n        let item = {item};"
+            "    for (var c: u32 = 0u; c < {width}u; c++) {{ seg_acc[c] = 0.0; }}\n    for (var p = pa; p < pb; p++) {{\n{item_filter}        let item = {item};"
         );
         if let Some(si) = softmax {
             let RowOp::Softmax { x: logit, .. } = t.edge.ops[si] else { unreachable!() };
@@ -807,6 +943,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
         sh.body.push_str("    }\n");
         if t.domain != Domain::CompactDstRel {
+            if hub {
+                match (t.per_relation, t.reduce) {
+                    (false, Reduce::Max) => merge(&mut sh, "max(r, x)", NEG_BIG),
+                    _ => merge(&mut sh, "r + x", "0.0"),
+                }
+            }
             if !t.per_relation && t.reduce == Reduce::Mean {
                 let _ = writeln!(
                     sh.body,
@@ -816,7 +958,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             epilogue(&mut sh, Domain::Node(None), "v", "acc")?;
         }
         sh.body.push_str("}\n");
-        Ok(sh.finish(format!("k{k} traversal"), wg))
+        Ok(sh.finish(label, wg))
     }
 
     fn pivot(&self, k: usize, p: &PivotKernel) -> Result<Dispatch, String> {

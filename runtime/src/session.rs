@@ -63,13 +63,23 @@ pub fn program_without_graph(model: &Model) -> Result<Program> {
 
 /// The WGSL dispatches `model` runs on `graph` (for WebGPU's default limits; no device needed).
 pub fn emit_wgsl(model: &Model, graph: &Graph, options: rgnn_codegen::CompileOptions) -> Result<rgnn_kernels::wgsl::WgslProgram> {
+    let wgsl = rgnn_kernels::wgsl::WgslOptions { storage: options.storage, ..Default::default() };
+    emit_wgsl_for(model, graph, options, &wgsl)
+}
+
+/// As [`emit_wgsl`], for given device limits.
+pub fn emit_wgsl_for(
+    model: &Model,
+    graph: &Graph,
+    options: rgnn_codegen::CompileOptions,
+    wgsl: &rgnn_kernels::wgsl::WgslOptions,
+) -> Result<rgnn_kernels::wgsl::WgslProgram> {
     let (program, exec_graph) = compile_for_graph(model, graph)?;
     let program = rgnn_codegen::optimize(&program, options.passes)
         .map_err(|e| RuntimeError::Invalid(format!("internal compiler error in the level-1 passes: {e}")))?;
     let params = crate::interpreter::eval_params(&program, &model.weights)?;
     crate::interpreter::check_relations(&program, &params, &exec_graph)?;
-    let wgsl = rgnn_kernels::wgsl::WgslOptions { storage: options.storage, ..Default::default() };
-    Ok(crate::wgpu_backend::generate_wgsl(&program, &params, &exec_graph, &options, &wgsl)?.2)
+    Ok(crate::wgpu_backend::generate_wgsl(&program, &params, &exec_graph, &options, wgsl)?.2)
 }
 
 /// A model prepared for one graph on one backend.
@@ -90,7 +100,16 @@ impl Session {
 
     /// As [`Session::new`], choosing the compiler's passes and schedule (for testing and comparison).
     pub fn with_options(model: &Model, graph: &Graph, backend: BackendKind, options: rgnn_codegen::CompileOptions) -> Result<Self> {
-        let backend = select_backend(backend)?;
+        Self::with_backend(model, graph, select_backend(backend)?, options)
+    }
+
+    /// As [`Session::with_options`], on a backend the caller configured.
+    pub fn with_backend(
+        model: &Model,
+        graph: &Graph,
+        backend: Box<dyn crate::backend::Backend>,
+        options: rgnn_codegen::CompileOptions,
+    ) -> Result<Self> {
         let (program, exec_graph) = compile_for_graph(model, graph)?;
         // The level-1 passes (linear reordering) preserve the result; each is checked against
         // the unoptimised program on every fixture.

@@ -157,11 +157,19 @@ pub fn context() -> Result<Arc<GpuContext>> {
 /// The wgpu backend on the process's device.
 pub struct WgpuBackend {
     ctx: Arc<GpuContext>,
+    max_binding_bytes: Option<u64>,
 }
 
 impl WgpuBackend {
     pub fn new() -> Result<Self> {
-        Ok(WgpuBackend { ctx: context()? })
+        Ok(WgpuBackend { ctx: context()?, max_binding_bytes: None })
+    }
+
+    /// Bind at most this many bytes per storage binding (below the device's limit), so that
+    /// the chunked binding of large arrays can be exercised on small graphs.
+    pub fn with_max_binding_bytes(mut self, bytes: u64) -> Self {
+        self.max_binding_bytes = Some(bytes);
+        self
     }
     pub fn context(&self) -> &GpuContext {
         &self.ctx
@@ -237,7 +245,10 @@ impl Backend for WgpuBackend {
             DType::BF16 => return Err(RuntimeError::Invalid("WGSL has no bf16; the wgpu backend stores f32 or f16".into())),
         }
         crate::interpreter::check_relations(program, &params, &graph)?;
-        let wgsl_opts = ctx.wgsl_options(options.storage);
+        let mut wgsl_opts = ctx.wgsl_options(options.storage);
+        if let Some(cap) = self.max_binding_bytes {
+            wgsl_opts.max_binding_bytes = wgsl_opts.max_binding_bytes.min(cap);
+        }
         let (plan, layout, generated) = generate_wgsl(program, &params, &graph, options, &wgsl_opts)?;
         let index = graph_index(&graph, &layout);
         let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
