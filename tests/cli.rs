@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::io::Write;
 use std::process::Command;
 
 fn rgnn(args: &[&str]) -> std::process::Output {
@@ -162,7 +163,7 @@ fn wgpu_adapter() -> bool {
     let ok = rgnn::runtime::wgpu_backend::context().is_ok();
     if !ok {
         assert!(std::env::var("RGNN_REQUIRE_WGPU").map_or(true, |v| v != "1"), "RGNN_REQUIRE_WGPU=1 but no wgpu adapter");
-        eprintln!("SKIPPED: no wgpu adapter");
+        let _ = writeln!(std::io::stderr(), "SKIPPED: wgpu CLI test: no wgpu adapter");
     }
     ok
 }

@@ -12,6 +12,7 @@ use rgnn::ir::level2::DType;
 use rgnn::{BackendKind, Graph, Model, Session};
 use safetensors::tensor::{serialize, Dtype, TensorView};
 use std::collections::HashMap;
+use std::io::Write;
 
 /// CI runs this one with `--nocapture` so its log names the adapter the tests ran on.
 #[test]
@@ -33,7 +34,8 @@ fn adapter() -> bool {
             if std::env::var("RGNN_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
                 panic!("RGNN_REQUIRE_WGPU=1 but no wgpu adapter: {e}");
             }
-            eprintln!("SKIPPED: the wgpu tests need a Vulkan, Metal or DX12 adapter: {e}");
+            // Straight to stderr, past the test harness's capture, so a plain `cargo test` shows it.
+            let _ = writeln!(std::io::stderr(), "SKIPPED: the wgpu tests need a Vulkan, Metal or DX12 adapter: {e}");
             false
         }
     }
@@ -126,7 +128,7 @@ fn every_fixture_matches_cpu_with_f16_storage() {
         let (model, graph) = load_case(&cases[0]);
         let e = outputs(&model, &graph, BackendKind::Wgpu, options).unwrap_err();
         assert!(e.contains("SHADER_F16"), "{e}");
-        eprintln!("SKIPPED f16: {} has no SHADER_F16", ctx.describe());
+        let _ = writeln!(std::io::stderr(), "SKIPPED: f16 storage: {} has no SHADER_F16", ctx.describe());
         return;
     }
     check_all(&cases, options, 5e-3);
