@@ -124,13 +124,14 @@ pub enum ArrayRef {
 pub enum Elem {
     F32,
     F16,
+    BF16,
     U32,
 }
 
 impl Elem {
     pub fn bytes(self) -> usize {
         match self {
-            Elem::F16 => 2,
+            Elem::F16 | Elem::BF16 => 2,
             _ => 4,
         }
     }

@@ -11,4 +11,6 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod source;
+pub mod templates;
 pub mod wgsl;

@@ -1,0 +1,646 @@
+//! The templates as device kernels, for WGSL and CUDA alike (the languages differ only in the
+//! spellings of [`Lang`] and in how a kernel is finished: bindings or parameters).
+//!
+//! - **map** (and the GEMM's prologue / epilogue passes): one thread per row.
+//! - **GEMM**: 64×64 output tiles per workgroup of 16×16 threads (4×4 each), operands staged
+//!   through workgroup memory in K steps of 16; rows of one weight type per tile (a per-kernel
+//!   table), so per-relation weights need no sorting at run time. A non-trivial input program
+//!   runs first as a row pass into scratch; a non-trivial epilogue runs after as a row pass.
+//! - **traversal**: one thread per destination over its relation-sorted CSR segments, with an
+//!   online max-subtracted softmax (or the two-pass form), sum / mean / max, per-relation
+//!   segments, no atomics; destinations with many in-edges ("hubs") get a workgroup each whose
+//!   threads split the edges (or segments) and merge through workgroup memory.
+//! - **pivot attention**: one thread per (pair, head) with an online softmax over pivots.
+
+use crate::gpu::{gemm_row_groups, gemm_tiles, grid, ArrayRef, Dispatch, Elem, IndexArray};
+use crate::source::{GenCtx, Lang, Shader, NEG_BIG};
+use rgnn_ir::level2::*;
+use rgnn_ir::{Domain, Reduce, SoftmaxGroup};
+use std::fmt::Write;
+
+/// Which destinations a traversal dispatch covers.
+enum Nodes {
+    /// Every node, one thread each.
+    All,
+    /// The listed nodes, one thread each.
+    Listed(Vec<u32>),
+    /// The listed nodes, one workgroup each.
+    Hubs(Vec<u32>),
+}
+
+/// Destinations with at least this many in-edges (or segments) get a workgroup of their own.
+pub const HUB_ITEMS: usize = 256;
+/// Threads of a hub workgroup, and columns combined per step through workgroup memory.
+const HUB_THREADS: usize = 64;
+const HUB_CHUNK: usize = 16;
+/// Widest message a hub workgroup combines (its result row lives in workgroup memory).
+const MAX_HUB_WIDTH: usize = 2048;
+/// Threads per workgroup of the row-parallel kernels.
+const ROW_GROUP: usize = 64;
+/// GEMM tile: rows, columns, K step.
+const TM: usize = 64;
+const TN: usize = 64;
+const TK: usize = 16;
+
+/// How a language turns a finished body into a dispatch.
+pub trait Finish {
+    fn finish(&self, sh: Shader, label: String, workgroups: [u32; 3]) -> Dispatch;
+    fn max_workgroups_per_dim(&self) -> u32;
+}
+
+/// Every dispatch of the program, in order.
+pub fn generate(ctx: &GenCtx, fin: &dyn Finish) -> Result<Vec<Dispatch>, String> {
+    let t = Templates { ctx, fin, l: ctx.lang };
+    let mut out = vec![];
+    for (k, kernel) in ctx.kp.kernels.iter().enumerate() {
+        match kernel {
+            Kernel::Map(m) => {
+                let w = ctx.kp.buffer(m.output).width;
+                out.push(t.rowwise(format!("k{k} map"), m.domain, &m.program, None, ArrayRef::Data(m.output), w, m.output_at)?)
+            }
+            Kernel::Gemm(gk) => t.gemm(k, gk, &mut out)?,
+            Kernel::Traversal(tk) => out.extend(t.traversals(k, tk)?),
+            Kernel::PivotAttention(p) => out.push(t.pivot(k, p)?),
+        }
+    }
+    Ok(out)
+}
+
+struct Templates<'c, 'a> {
+    ctx: &'c GenCtx<'a>,
+    fin: &'c dyn Finish,
+    l: Lang,
+}
+
+impl<'c, 'a> Templates<'c, 'a> {
+    /// `let {name} = <flat thread index>; if ({name} >= rows) return;` for `rows` threads.
+    fn row_header(&self, sh: &mut Shader, rows: usize, name: &str) -> [u32; 3] {
+        let wg = grid(rows.div_ceil(ROW_GROUP), self.fin.max_workgroups_per_dim());
+        sh.line(&format!("    {}", self.l.let_(name, &format!("gid_x + gid_y * {}u", wg[0] as usize * ROW_GROUP))));
+        sh.line(&format!("    if ({name} >= {rows}u) {{ return; }}"));
+        wg
+    }
+
+    /// One thread per row of `domain`: run `program` (its `Acc` read from row `row` of
+    /// `acc_from`, when given) and store the result at the output row reached by `output_at`.
+    #[allow(clippy::too_many_arguments)]
+    fn rowwise(
+        &self,
+        label: String,
+        domain: Domain,
+        program: &RowProgram,
+        acc_from: Option<(ArrayRef, usize)>,
+        output: ArrayRef,
+        out_width: usize,
+        output_at: RowRef,
+    ) -> Result<Dispatch, String> {
+        let l = self.l;
+        let mut sh = Shader::new(self.ctx, (ROW_GROUP, 1));
+        let wg = self.row_header(&mut sh, self.ctx.g.rows(domain), "row");
+        if let Some((a, w)) = acc_from {
+            let v = sh.ld(a, &format!("row * {w}u + c"));
+            sh.line(&format!("    {}\n    {} acc[c] = {v}; }}", l.arr("acc", w), l.for_("c", "0u", &format!("{w}u"))));
+        }
+        sh.program(program, domain, "row", "acc", "acc", program.ops.len(), "s", "    ");
+        let res = program.result();
+        if program.widths[res] != out_width {
+            return Err(format!("{label}: result width {} but output width {out_width}", program.widths[res]));
+        }
+        let target = sh.resolve(domain, "row", output_at);
+        let st = sh.st(output, &format!("o * {out_width}u + c"), &format!("s{res}[c]"));
+        sh.line(&format!("    {}\n    {} {st} }}", l.let_("o", &target), l.for_("c", "0u", &format!("{out_width}u"))));
+        Ok(self.fin.finish(sh, label, wg))
+    }
+
+    fn gemm(&self, k: usize, gk: &GemmKernel, out: &mut Vec<Dispatch>) -> Result<(), String> {
+        let l = self.l;
+        let shape = &self.ctx.param_shapes[gk.weight.0];
+        let (types, blocks, bin, bout) = (shape[0], shape[1], shape[2], shape[3]);
+        let (in_w, out_w) = (blocks * bin, blocks * bout);
+        // The A operand: a plain (possibly gathered) buffer row, or the prologue's scratch rows.
+        let (a_array, a_at) = match &gk.input.ops[..] {
+            [RowOp::Load { buffer, at }] => (ArrayRef::Data(*buffer), *at),
+            _ => {
+                out.push(self.rowwise(format!("k{k} gemm input"), gk.domain, &gk.input, None, ArrayRef::Scratch(0), in_w, RowRef::Own)?);
+                (ArrayRef::Scratch(0), RowRef::Own)
+            }
+        };
+        let plain_epilogue = matches!(&gk.epilogue.ops[..], [RowOp::Acc]);
+        let c_array = if plain_epilogue { ArrayRef::Data(gk.output) } else { ArrayRef::Scratch(1) };
+
+        let groups = gemm_row_groups(self.ctx.g, gk.domain, gk.select, types);
+        let (row_list, tiles) = gemm_tiles(&groups, TM);
+        let n_tiles = tiles.len() / 3;
+        let col_tiles = bout.div_ceil(TN);
+        let tile_grid = grid(n_tiles, self.fin.max_workgroups_per_dim());
+        let workgroups = [tile_grid[0], (blocks * col_tiles) as u32, tile_grid[1]];
+
+        let mut sh = Shader::new(self.ctx, (TN / 4, TM / 4));
+        let rows_t = sh.table(row_list);
+        let tiles_t = sh.table(tiles);
+        for (name, elem, len) in [("ta", Elem::F32, TM * TK), ("tb", Elem::F32, TK * TN), ("arow", Elem::U32, TM), ("orow", Elem::U32, TM)]
+        {
+            sh.globals.push_str(&l.shared(name, elem, len));
+            sh.globals.push('\n');
+        }
+        let t_type = sh.ld(tiles_t, "tile * 3u");
+        let t_start = sh.ld(tiles_t, "tile * 3u + 1u");
+        let t_cnt = sh.ld(tiles_t, "tile * 3u + 2u");
+        let r = sh.ld(rows_t, "start + li");
+        let a_row = sh.resolve(gk.domain, "r", a_at);
+        let a_val = sh.ld(a_array, &format!("arow[m] * {in_w}u + blk * {bin}u + k0 + kk"));
+        let w_val = sh.ld(ArrayRef::Param(gk.weight), &format!("((ttype * {blocks}u + blk) * {bin}u + k0 + kb) * {bout}u + n0 + nb"));
+        let st = sh.st(c_array, &format!("orow[m] * {out_w}u + blk * {bout}u + n"), "accm[i * 4u + j]");
+        let threads = (TM / 4) * (TN / 4);
+        let zero = l.f(0.0);
+        let _ = writeln!(
+            sh.body,
+            "    {tile}
+    if (tile >= {n_tiles}u) {{ return; }}
+    {ttype}
+    {start}
+    {cnt}
+    {blk}
+    {n0}
+    if (li < cnt) {{
+        {r_let}
+        orow[li] = r;
+        arow[li] = {a_row};
+    }}
+    {barrier}
+    {accm}
+    {k_loop}
+        {q_loop}
+            {idx}
+            {m}
+            {kk}
+            {a}
+            if (m < cnt && k0 + kk < {bin}u) {{ a = {a_val}; }}
+            ta[idx] = a;
+            {kb}
+            {nb}
+            {w}
+            if (k0 + kb < {bin}u && n0 + nb < {bout}u) {{ w = {w_val}; }}
+            tb[idx] = w;
+        }}
+        {barrier}
+        {kk_loop}
+            {av}
+            {bv}
+            {i_loop} av[i] = ta[(lid_y * 4u + i) * {TK}u + kk]; }}
+            {j_loop} bv[j] = tb[kk * {TN}u + lid_x * 4u + j]; }}
+            {i_loop}
+                {j_loop} accm[i * 4u + j] = rg_fma(av[i], bv[j], accm[i * 4u + j]); }}
+            }}
+        }}
+        {barrier}
+    }}
+    {i_loop}
+        {j_loop}
+            {m_let}
+            {n_let}
+            if (m < cnt && n < {bout}u) {{ {st} }}
+        }}
+    }}",
+            tile = l.let_("tile", &format!("wg_x + wg_z * {}u", tile_grid[0])),
+            ttype = l.let_("ttype", &t_type),
+            start = l.let_("start", &t_start),
+            cnt = l.let_("cnt", &t_cnt),
+            blk = l.let_("blk", &format!("wg_y / {col_tiles}u")),
+            n0 = l.let_("n0", &format!("(wg_y % {col_tiles}u) * {TN}u")),
+            r_let = l.let_("r", &r),
+            barrier = l.barrier(),
+            accm = l.arr("accm", 16),
+            k_loop = l.for_step("k0", "0u", &format!("{bin}u"), &format!("{TK}u")),
+            q_loop = l.for_("q", "0u", &format!("{}u", TM * TK / threads)),
+            idx = l.let_("idx", &format!("li + q * {threads}u")),
+            m = l.let_("m", &format!("idx / {TK}u")),
+            kk = l.let_("kk", &format!("idx % {TK}u")),
+            a = l.var_f("a", &zero),
+            kb = l.let_("kb", &format!("idx / {TN}u")),
+            nb = l.let_("nb", &format!("idx % {TN}u")),
+            w = l.var_f("w", &zero),
+            kk_loop = l.for_("kk", "0u", &format!("{TK}u")),
+            av = l.arr("av", 4),
+            bv = l.arr("bv", 4),
+            i_loop = l.for_("i", "0u", "4u"),
+            j_loop = l.for_("j", "0u", "4u"),
+            m_let = l.let_("m", "lid_y * 4u + i"),
+            n_let = l.let_("n", "n0 + lid_x * 4u + j"),
+        );
+        out.push(self.fin.finish(sh, format!("k{k} gemm"), workgroups));
+        if !plain_epilogue {
+            let w = self.ctx.kp.buffer(gk.output).width;
+            out.push(self.rowwise(
+                format!("k{k} gemm epilogue"),
+                gk.domain,
+                &gk.epilogue,
+                Some((ArrayRef::Scratch(1), out_w)),
+                ArrayRef::Data(gk.output),
+                w,
+                RowRef::Own,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// The traversal's dispatches: one thread per destination, or, when some destinations
+    /// have at least [`HUB_ITEMS`] in-edges (segments), those ("hubs") one workgroup each and the
+    /// rest one thread each.
+    fn traversals(&self, k: usize, t: &TraversalKernel) -> Result<Vec<Dispatch>, String> {
+        let g = self.ctx.g;
+        let items = |v: usize| {
+            let (s0, s1) = (g.node_seg_ptr[v], g.node_seg_ptr[v + 1]);
+            if t.over_segments {
+                s1 - s0
+            } else {
+                g.seg_ptr[s1] - g.seg_ptr[s0]
+            }
+        };
+        let two_pass_softmax = !t.online_softmax && t.edge.ops.iter().any(|o| matches!(o, RowOp::Softmax { .. }));
+        let hub_capable = t.domain == Domain::Node(None) && !two_pass_softmax && t.edge.widths[t.edge.result()] <= MAX_HUB_WIDTH;
+        let hubs: Vec<u32> =
+            if hub_capable { (0..g.num_nodes).filter(|&v| items(v) >= HUB_ITEMS).map(|v| v as u32).collect() } else { vec![] };
+        if hubs.is_empty() {
+            return Ok(vec![self.traversal(k, t, Nodes::All)?]);
+        }
+        let small: Vec<u32> = (0..g.num_nodes).filter(|&v| items(v) < HUB_ITEMS).map(|v| v as u32).collect();
+        Ok(vec![self.traversal(k, t, Nodes::Listed(small))?, self.traversal(k, t, Nodes::Hubs(hubs))?])
+    }
+
+    fn traversal(&self, k: usize, t: &TraversalKernel, nodes: Nodes) -> Result<Dispatch, String> {
+        let l = self.l;
+        let f = |x: f32| l.f(x);
+        let zero = f(0.0);
+        let res = t.edge.result();
+        let width = t.edge.widths[res];
+        let hub = matches!(nodes, Nodes::Hubs(_));
+        let label = format!("k{k} traversal{}", if hub { " (hubs)" } else { "" });
+        let mut sh = Shader::new(self.ctx, (if hub { HUB_THREADS } else { ROW_GROUP }, 1));
+        let wg = match nodes {
+            Nodes::All => self.row_header(&mut sh, self.ctx.g.num_nodes, "v"),
+            Nodes::Listed(list) => {
+                let n = list.len();
+                let table = sh.table(list);
+                let wg = self.row_header(&mut sh, n, "slot");
+                let v = sh.ld(table, "slot");
+                sh.line(&format!("    {}", l.let_("v", &v)));
+                wg
+            }
+            Nodes::Hubs(list) => {
+                let n = list.len();
+                let table = sh.table(list);
+                let wg = grid(n, self.fin.max_workgroups_per_dim());
+                let v = sh.ld(table, "hub");
+                for (name, elem, len) in
+                    [("wsh", Elem::F32, HUB_THREADS * HUB_CHUNK), ("wres", Elem::F32, width), ("wcnt", Elem::U32, HUB_THREADS)]
+                {
+                    sh.globals.push_str(&l.shared(name, elem, len));
+                    sh.globals.push('\n');
+                }
+                sh.line(&format!("    {}", l.let_("hub", &format!("wg_x + wg_y * {}u", wg[0]))));
+                sh.line(&format!("    if (hub >= {n}u) {{ return; }}\n    {}\n    {}", l.let_("v", &v), l.let_("lid", "li")));
+                wg
+            }
+        };
+        let item_domain = if t.over_segments { Domain::CompactDstRel } else { Domain::Edge };
+        let out_w = self.ctx.kp.buffer(t.output).width;
+        let node_seg = |sh: &mut Shader, x: &str| sh.ix(IndexArray::NodeSegPtr, x);
+        let (sb, se) = (node_seg(&mut sh, "v"), node_seg(&mut sh, "v + 1u"));
+        let (pa, pb) = if t.over_segments {
+            ("sg".to_string(), "sg + 1u".to_string())
+        } else {
+            (sh.ix(IndexArray::SegPtr, "sg"), sh.ix(IndexArray::SegPtr, "sg + 1u"))
+        };
+        let item = if t.over_segments { "p".to_string() } else { sh.ix(IndexArray::DstEdges, "p") };
+        // In a hub workgroup each thread takes every HUB_THREADS-th item (edge-parallel) or,
+        // when results are per (destination, relation) segment, every HUB_THREADS-th segment.
+        let softmax_group = t.edge.ops.iter().find_map(|o| if let RowOp::Softmax { group, .. } = o { Some(*group) } else { None });
+        let segment_parallel = t.per_relation || softmax_group == Some(SoftmaxGroup::DstRel);
+        let (seg_filter, item_filter) = match (hub, segment_parallel) {
+            (false, _) => (String::new(), String::new()),
+            (true, true) => (format!("        if (sg % {HUB_THREADS}u != lid) {{ continue; }}\n"), String::new()),
+            (true, false) => (String::new(), format!("            if (p % {HUB_THREADS}u != lid) {{ continue; }}\n")),
+        };
+        sh.line(&format!(
+            "    {}\n    {}\n    {}\n    {}\n    {}\n    {}",
+            l.arr("acc", width),
+            l.arr("seg_acc", width),
+            l.var_u("count", "0u"),
+            l.var_b("seen", "false"),
+            l.let_("sb", &sb),
+            l.let_("se", &se)
+        ));
+        let each_w = l.for_("c", "0u", &format!("{width}u"));
+        let epilogue = |sh: &mut Shader, d: Domain, row: &str, acc: &str| -> Result<(), String> {
+            sh.line("    {");
+            sh.program(&t.epilogue, d, row, acc, acc, t.epilogue.ops.len(), "e", "        ");
+            let er = t.epilogue.result();
+            if t.epilogue.widths[er] != out_w {
+                return Err(format!("k{k} traversal: epilogue width {} but output width {out_w}", t.epilogue.widths[er]));
+            }
+            let st = sh.st(ArrayRef::Data(t.output), &format!("({row}) * {out_w}u + c"), &format!("e{er}[c]"));
+            sh.line(&format!("        {} {st} }}\n    }}", l.for_("c", "0u", &format!("{out_w}u"))));
+            Ok(())
+        };
+        // Hubs: combine the threads' partial results into `acc` of thread 0, which finishes
+        // (mean, epilogue, store).
+        let merge = |sh: &mut Shader, op: &str, ident: &str| {
+            let _ = writeln!(
+                sh.body,
+                "    wcnt[lid] = count;
+    {ch_loop}
+        {c_loop}
+            {j}
+            wsh[lid * {HUB_CHUNK}u + c] = rg_sel({ident}, acc[j], seen);
+        }}
+        {barrier}
+        if (lid < {HUB_CHUNK}u && ch + lid < {width}u) {{
+            {r}
+            {i_loop} {x} r = {op}; }}
+            wres[ch + lid] = r;
+        }}
+        {barrier}
+    }}
+    if (lid != 0u) {{ return; }}
+    count = 0u;
+    {i_loop} count += wcnt[i]; }}
+    {each_w} acc[c] = rg_sel({zero}, wres[c], count > 0u); }}",
+                ch_loop = l.for_step("ch", "0u", &format!("{width}u"), &format!("{HUB_CHUNK}u")),
+                c_loop = l.for_("c", "0u", &format!("{HUB_CHUNK}u")),
+                j = l.let_("j", &format!("rg_minu(ch + c, {}u)", width - 1)),
+                barrier = l.barrier(),
+                r = l.var_f("r", ident),
+                i_loop = l.for_("i", "0u", &format!("{HUB_THREADS}u")),
+                x = l.let_("x", &format!("wsh[i * {HUB_CHUNK}u + lid]")),
+            );
+        };
+
+        if t.online_softmax {
+            let (si, cols) = t.edge.softmax_weighting().ok_or_else(|| format!("k{k}: online softmax without a weighted message"))?;
+            let RowOp::Softmax { x: logit, group } = t.edge.ops[si] else { unreachable!() };
+            if t.domain == Domain::CompactDstRel || t.reduce != Reduce::Sum {
+                return Err(format!("k{k}: online softmax needs a sum over destinations"));
+            }
+            let lw = t.edge.widths[logit];
+            sh.globals.push_str(&l.table("softmax_col", &cols));
+            sh.globals.push('\n');
+            let each_l = l.for_("c", "0u", &format!("{lw}u"));
+            let _ = writeln!(
+                sh.body,
+                "    {ones}
+    {each_l} ones[c] = {one}; }}
+    {m}
+    {z}
+    {each_l} m[c] = {neg}; }}
+    {start_group}
+    {sg_loop}
+{seg_filter}        {p_loop}
+{item_filter}            if (start_group) {{
+                {each_l} m[c] = {neg}; z[c] = {zero}; }}
+                {each_w} seg_acc[c] = {zero}; }}
+                start_group = false;
+            }}
+            seen = true;
+            count += 1u;
+            {item_let}",
+                ones = l.arr("ones", lw),
+                one = f(1.0),
+                m = l.arr("m", lw),
+                z = l.arr("z", lw),
+                neg = f(NEG_BIG),
+                start_group = l.var_b("start_group", "true"),
+                sg_loop = l.for_("sg", "sb", "se"),
+                p_loop = l.for_("p", &pa, &pb),
+                item_let = l.let_("item", &item),
+            );
+            sh.program(&t.edge, item_domain, "item", "acc", "ones", t.edge.ops.len(), "s", "            ");
+            let _ = writeln!(
+                sh.body,
+                "            {scale}
+            {weight}
+            {each_l}
+                {new_m}
+                scale[c] = rg_sel(rg_exp(m[c] - new_m), {zero}, m[c] == {neg});
+                weight[c] = rg_exp(s{logit}[c] - new_m);
+                z[c] = z[c] * scale[c] + weight[c];
+                m[c] = new_m;
+            }}
+            {j_loop}
+                {col}
+                seg_acc[j] = seg_acc[j] * scale[col] + weight[col] * s{res}[j];
+            }}
+        }}
+        if (({rel_group} || sg + 1u == se) && !start_group) {{
+            {j_loop} acc[j] += seg_acc[j] / (z[softmax_col[j]] + {tiny}); }}
+            start_group = true;
+        }}
+    }}",
+                scale = l.arr("scale", lw),
+                weight = l.arr("weight", lw),
+                new_m = l.let_("new_m", &format!("rg_max(m[c], s{logit}[c])")),
+                neg = f(NEG_BIG),
+                j_loop = l.for_("j", "0u", &format!("{width}u")),
+                col = l.let_("col", "softmax_col[j]"),
+                rel_group = group == SoftmaxGroup::DstRel,
+                tiny = f(1e-16),
+            );
+            if hub && !segment_parallel {
+                // Each thread normalised its share by its own (max, sum); reweigh the shares by
+                // sum · e^(max − overall max) so they combine into the softmax over all edges.
+                sh.globals.push_str(&l.shared("wm", Elem::F32, HUB_THREADS * lw));
+                sh.globals.push('\n');
+                let _ = writeln!(
+                    sh.body,
+                    "    {each_l} wm[lid * {lw}u + c] = m[c]; }}
+    {barrier}
+    {share}
+    {each_l}
+        {mx}
+        {i_loop} mx = rg_max(mx, wm[i * {lw}u + c]); }}
+        share[c] = rg_sel(z[c] * rg_exp(m[c] - mx), {zero}, m[c] == {neg});
+    }}
+    {barrier}
+    {each_l} wm[lid * {lw}u + c] = share[c]; }}
+    {barrier}
+    {each_l}
+        {total}
+        {i_loop} total += wm[i * {lw}u + c]; }}
+        share[c] = rg_sel(share[c] / total, {zero}, total == {zero});
+    }}
+    {j_loop} acc[j] = acc[j] * share[softmax_col[j]]; }}",
+                    barrier = l.barrier(),
+                    share = l.arr("share", lw),
+                    mx = l.var_f("mx", &f(NEG_BIG)),
+                    neg = f(NEG_BIG),
+                    i_loop = l.for_("i", "0u", &format!("{HUB_THREADS}u")),
+                    total = l.var_f("total", &zero),
+                    j_loop = l.for_("j", "0u", &format!("{width}u")),
+                );
+            }
+            if hub {
+                merge(&mut sh, "r + x", &zero);
+            }
+            epilogue(&mut sh, Domain::Node(None), "v", "acc")?;
+            return Ok(self.fin.finish(sh, label, wg));
+        }
+
+        // Softmax statistics over a range of items (two-pass form): max, then sum of exponentials.
+        let softmax = t.edge.ops.iter().position(|o| matches!(o, RowOp::Softmax { .. }));
+        let stats = |sh: &mut Shader, si: usize, from: &str, to: &str| {
+            let RowOp::Softmax { x: logit, .. } = t.edge.ops[si] else { unreachable!() };
+            let lw = t.edge.widths[logit];
+            let item = if t.over_segments { "p".to_string() } else { sh.ix(IndexArray::DstEdges, "p") };
+            let each_l = l.for_("c", "0u", &format!("{lw}u"));
+            for pass in 0..2 {
+                if pass == 0 {
+                    sh.line(&format!("    {each_l} m[c] = {}; z[c] = {zero}; }}", f(NEG_BIG)));
+                }
+                sh.line(&format!("    {}\n        {}", l.for_("p", from, to), l.let_("item", &item)));
+                sh.program(&t.edge, item_domain, "item", "acc", "acc", si, "l", "        ");
+                let stmt =
+                    if pass == 0 { format!("m[c] = rg_max(m[c], l{logit}[c]);") } else { format!("z[c] += rg_exp(l{logit}[c] - m[c]);") };
+                sh.line(&format!("        {each_l} {stmt} }}\n    }}"));
+            }
+        };
+        if let Some(si) = softmax {
+            let RowOp::Softmax { x: logit, group } = t.edge.ops[si] else { unreachable!() };
+            let lw = t.edge.widths[logit];
+            sh.line(&format!("    {}\n    {}\n    {}", l.arr("m", lw), l.arr("z", lw), l.arr("alpha", lw)));
+            if group == SoftmaxGroup::Dst {
+                let (from, to) = if t.over_segments {
+                    ("sb".to_string(), "se".to_string())
+                } else {
+                    (sh.ix(IndexArray::SegPtr, "sb"), sh.ix(IndexArray::SegPtr, "se"))
+                };
+                stats(&mut sh, si, &from, &to);
+            }
+        }
+        sh.line(&format!("    {}\n{seg_filter}    {}\n    {}", l.for_("sg", "sb", "se"), l.let_("pa", &pa), l.let_("pb", &pb)));
+        if let Some(si) = softmax {
+            if matches!(t.edge.ops[si], RowOp::Softmax { group: SoftmaxGroup::DstRel, .. }) {
+                stats(&mut sh, si, "pa", "pb");
+            }
+        }
+        sh.line(&format!(
+            "    {each_w} seg_acc[c] = {zero}; }}\n    {}\n{item_filter}        {}",
+            l.for_("p", "pa", "pb"),
+            l.let_("item", &item)
+        ));
+        if let Some(si) = softmax {
+            let RowOp::Softmax { x: logit, .. } = t.edge.ops[si] else { unreachable!() };
+            let lw = t.edge.widths[logit];
+            sh.program(&t.edge, item_domain, "item", "acc", "alpha", si, "l", "        ");
+            sh.line(&format!(
+                "        {} alpha[c] = rg_exp(l{logit}[c] - m[c]) / (z[c] + {}); }}",
+                l.for_("c", "0u", &format!("{lw}u")),
+                f(1e-16)
+            ));
+        }
+        sh.program(&t.edge, item_domain, "item", "acc", "alpha", t.edge.ops.len(), "s", "        ");
+        let (target, first) = if t.per_relation { ("seg_acc", "p == pa") } else { ("acc", "!seen") };
+        let reduce = match t.reduce {
+            Reduce::Sum | Reduce::Mean => format!("{target}[c] += s{res}[c];"),
+            Reduce::Max => format!("{target}[c] = rg_sel(rg_max({target}[c], s{res}[c]), s{res}[c], {first});"),
+        };
+        sh.line(&format!("        {each_w} {reduce} }}\n        seen = true;\n        count += 1u;\n    }}"));
+        if t.per_relation {
+            sh.line("    if (pb > pa) {");
+            if t.reduce == Reduce::Mean {
+                sh.line(&format!("    {each_w} seg_acc[c] = seg_acc[c] / {}; }}", l.to_f("pb - pa")));
+            }
+            if t.domain == Domain::CompactDstRel {
+                epilogue(&mut sh, Domain::CompactDstRel, "sg", "seg_acc")?;
+            } else {
+                sh.line(&format!("    {each_w} acc[c] += seg_acc[c]; }}"));
+            }
+            sh.line("    }");
+        }
+        sh.line("    }");
+        if t.domain != Domain::CompactDstRel {
+            if hub {
+                match (t.per_relation, t.reduce) {
+                    (false, Reduce::Max) => merge(&mut sh, "rg_max(r, x)", &f(NEG_BIG)),
+                    _ => merge(&mut sh, "r + x", &zero),
+                }
+            }
+            if !t.per_relation && t.reduce == Reduce::Mean {
+                sh.line(&format!("    if (count > 0u) {{ {each_w} acc[c] = acc[c] / {}; }} }}", l.to_f("count")));
+            }
+            epilogue(&mut sh, Domain::Node(None), "v", "acc")?;
+        }
+        Ok(self.fin.finish(sh, label, wg))
+    }
+
+    fn pivot(&self, k: usize, p: &PivotKernel) -> Result<Dispatch, String> {
+        let l = self.l;
+        let f = |x: f32| l.f(x);
+        let (batch, n, _) = self.ctx.g.pair.ok_or_else(|| format!("k{k}: pivot attention needs a pair graph"))?;
+        let (heads, d) = (p.shape.heads, p.shape.dim);
+        let mut sh = Shader::new(self.ctx, (ROW_GROUP, 1));
+        let wg = self.row_header(&mut sh, batch * n * n * heads, "t");
+        let out_w = self.ctx.kp.buffer(p.output).width;
+        // Element c of operand o at pair (b, x, y), head h.
+        let el = |sh: &mut Shader, o: usize, x: &str, y: &str| {
+            let (buf, col) = p.operands[o];
+            let w = self.ctx.kp.buffer(buf).width;
+            sh.ld(ArrayRef::Data(buf), &format!("((b * {n}u + {x}) * {n}u + {y}) * {w}u + {col}u + h * {d}u + c"))
+        };
+        let q = el(&mut sh, 0, "i", "k");
+        let k1 = el(&mut sh, 1, "i", "j");
+        let k2 = el(&mut sh, 2, "j", "k");
+        let v1 = el(&mut sh, 3, "i", "j");
+        let v2 = el(&mut sh, 4, "j", "k");
+        let mask_i = sh.ix(IndexArray::PairMask, &format!("b * {n}u + i"));
+        let mask_j = sh.ix(IndexArray::PairMask, &format!("b * {n}u + j"));
+        let st = sh.st(ArrayRef::Data(p.output), &format!("row * {out_w}u + h * {d}u + c"), "y[c] / z");
+        let each_d = l.for_("c", "0u", &format!("{d}u"));
+        let _ = writeln!(
+            sh.body,
+            "    {h}
+    {row}
+    {b}
+    {i}
+    {kk}
+    {qa}
+    {each_d} q[c] = {q}; }}
+    {query_real}
+    {m}
+    {z}
+    {y}
+    {j_loop}
+        {s1}
+        {s2}
+        {each_d} s1 = rg_fma(q[c], {k1}, s1); s2 = rg_fma(q[c], {k2}, s2); }}
+        {s}
+        if (!(query_real && {mask_j} != 0u)) {{ s = {masked}; }}
+        {new_m}
+        {r}
+        {e}
+        z = z * r + e;
+        {each_d} y[c] = y[c] * r + e * ({v1} + {v2}); }}
+        m = new_m;
+    }}
+    {each_d} {st} }}",
+            h = l.let_("h", &format!("t % {heads}u")),
+            row = l.let_("row", &format!("t / {heads}u")),
+            b = l.let_("b", &format!("row / {}u", n * n)),
+            i = l.let_("i", &format!("(row / {n}u) % {n}u")),
+            kk = l.let_("k", &format!("row % {n}u")),
+            qa = l.arr("q", d),
+            query_real = l.let_("query_real", &format!("{mask_i} != 0u")),
+            m = l.var_f("m", &f(NEG_BIG)),
+            z = l.var_f("z", &f(0.0)),
+            y = l.arr("y", d),
+            j_loop = l.for_("j", "0u", &format!("{n}u")),
+            s1 = l.var_f("s1", &f(0.0)),
+            s2 = l.var_f("s2", &f(0.0)),
+            s = l.var_f("s", &format!("(s1 + s2) * {}", f(p.scale))),
+            masked = f(-1e9),
+            new_m = l.let_("new_m", "rg_max(m, s)"),
+            r = l.let_("r", "rg_exp(m - new_m)"),
+            e = l.let_("e", "rg_exp(s - new_m)"),
+        );
+        Ok(self.fin.finish(sh, format!("k{k} pivot_attention"), wg))
+    }
+}
