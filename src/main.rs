@@ -176,7 +176,20 @@ fn dispatch(cmd: Command) -> Result<()> {
                             println!("{}", d.source);
                         }
                     }
-                    Emit::Cuda | Emit::Ptx => bail!("--emit cuda/ptx arrives with the CUDA backend; --emit wgsl is available"),
+                    Emit::Cuda => {
+                        let generated = rgnn::runtime::emit_cuda(&m, &g, options(dtype))?;
+                        for d in &generated.dispatches {
+                            println!(
+                                "// ==== {}: grid {:?}, block {:?}, {} parameters",
+                                d.label,
+                                d.workgroups,
+                                d.threads,
+                                d.bindings.len()
+                            );
+                            println!("{}", d.source);
+                        }
+                    }
+                    Emit::Ptx => bail!("--emit ptx needs NVRTC, which arrives with the CUDA backend; --emit cuda prints the CUDA C"),
                 }
                 return Ok(());
             }

@@ -166,7 +166,10 @@ pub struct Dispatch {
     pub source: String,
     pub entry: &'static str,
     pub bindings: Vec<Binding>,
+    /// Workgroups (CUDA: blocks) per dimension.
     pub workgroups: [u32; 3],
+    /// Threads per workgroup (x, y).
+    pub threads: [u32; 2],
     /// Tables (u32) this dispatch owns, uploaded once per graph (GEMM rows and tiles).
     pub tables: Vec<Vec<u32>>,
 }

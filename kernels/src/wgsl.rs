@@ -156,6 +156,6 @@ fn main(@builtin(global_invocation_id) rg_gid: vec3<u32>, @builtin(workgroup_id)
             globals = sh.globals,
             body = sh.body
         );
-        Dispatch { label, source, entry: "main", bindings, workgroups, tables: sh.tables }
+        Dispatch { label, source, entry: "main", bindings, workgroups, threads: [wx as u32, wy as u32], tables: sh.tables }
     }
 }

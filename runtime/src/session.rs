@@ -61,6 +61,21 @@ pub fn program_without_graph(model: &Model) -> Result<Program> {
     build_program(c, &model.weight_shapes(), &spec).map_err(|error| RuntimeError::Model { path: model.source.clone(), error })
 }
 
+/// The CUDA kernels `model` runs on `graph` (no device needed).
+pub fn emit_cuda(model: &Model, graph: &Graph, options: rgnn_codegen::CompileOptions) -> Result<rgnn_kernels::cuda::CudaProgram> {
+    let (program, exec_graph) = compile_for_graph(model, graph)?;
+    let program = rgnn_codegen::optimize(&program, options.passes)
+        .map_err(|e| RuntimeError::Invalid(format!("internal compiler error in the level-1 passes: {e}")))?;
+    let params = crate::interpreter::eval_params(&program, &model.weights)?;
+    crate::interpreter::check_relations(&program, &params, &exec_graph)?;
+    let (plan, layout) = crate::backend::compile_kernels(&program, &params, &exec_graph, &options)
+        .map_err(|e| RuntimeError::Invalid(format!("the CUDA backend cannot run this model: {e}")))?;
+    let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
+    let index = crate::backend::graph_index(&exec_graph, &layout);
+    rgnn_kernels::cuda::generate(&plan, &shapes, &index, &rgnn_kernels::cuda::CudaOptions { storage: options.storage })
+        .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))
+}
+
 /// The WGSL dispatches `model` runs on `graph` (for WebGPU's default limits; no device needed).
 pub fn emit_wgsl(model: &Model, graph: &Graph, options: rgnn_codegen::CompileOptions) -> Result<rgnn_kernels::wgsl::WgslProgram> {
     let wgsl = rgnn_kernels::wgsl::WgslOptions { storage: options.storage, ..Default::default() };

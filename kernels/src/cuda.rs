@@ -1,0 +1,164 @@
+//! CUDA C: the templates ([`crate::templates`]) finished as CUDA kernels, one self-contained
+//! source per dispatch (no CUDA headers: a small prelude defines what the kernels use, so the
+//! same text compiles under NVRTC and under `clang -x cuda --cuda-device-only -nocudainc
+//! -nocudalib`, which is how machines without CUDA check it).
+//!
+//! Arrays are kernel parameters (device pointers, in [`Dispatch::bindings`] order), read and
+//! written through `ld_*` / `st_*` macros; f16 / bf16 storage converts to f32 at the load and
+//! back at the store. Math is inline PTX or plain arithmetic (no libdevice), so `rg_exp` is the
+//! CPU backend's Cody–Waite exponential (relative error below 5e-7) on every device.
+//!
+//! Status: the SIMT forms of every template. Tensor-core GEMMs (`mma.sync` with `cp.async`
+//! double buffering) are the next step; see the CUDA backend's notes in docs/BENCHMARKS.md.
+
+use crate::cpu::GraphIndex;
+use crate::gpu::{Binding, Dispatch, Elem};
+use crate::source::{scratch_sizes, GenCtx, Lang, Shader};
+use crate::templates::Finish;
+use rgnn_ir::level2::*;
+use std::fmt::Write;
+
+/// What the generated code may assume about the device.
+#[derive(Clone, Copy, Debug)]
+pub struct CudaOptions {
+    /// Storage type of activations (arithmetic is f32).
+    pub storage: DType,
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        CudaOptions { storage: DType::F32 }
+    }
+}
+
+/// The kernels of a kernel program for one graph.
+#[derive(Clone, Debug)]
+pub struct CudaProgram {
+    /// In execution order; each source defines `extern "C" __global__ void rgnn_kernel(...)`.
+    pub dispatches: Vec<Dispatch>,
+    /// Elements (f32) of the two scratch buffers (GEMM input rows, GEMM products).
+    pub scratch_elems: [usize; 2],
+}
+
+/// The entry point of every generated source.
+pub const ENTRY: &str = "rgnn_kernel";
+
+/// Generate every dispatch of `kp` for the graph `g` (see [`crate::wgsl::generate`]).
+pub fn generate(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphIndex, opts: &CudaOptions) -> Result<CudaProgram, String> {
+    let scratch_elems = scratch_sizes(kp, param_shapes, g);
+    let ctx = GenCtx { lang: Lang::Cuda, kp, param_shapes, g, storage: opts.storage, scratch_elems };
+    let dispatches = crate::templates::generate(&ctx, &CudaFinish)?;
+    Ok(CudaProgram { dispatches, scratch_elems })
+}
+
+/// Everything a kernel uses beyond the language itself.
+pub const PRELUDE: &str = r#"// rgnn generated CUDA C: self-contained (no CUDA headers).
+#ifndef __CUDACC_RTC__
+// clang without the CUDA headers: the attribute spellings the headers would define.
+#define __global__ __attribute__((global))
+#define __device__ __attribute__((device))
+#define __shared__ __attribute__((shared))
+#define __forceinline__ __attribute__((always_inline)) inline
+#define __launch_bounds__(n) __attribute__((launch_bounds(n)))
+#endif
+#define RG_FN static __device__ __forceinline__
+RG_FN unsigned rg_sreg_tid_x() { unsigned r; asm("mov.u32 %0, %%tid.x;" : "=r"(r)); return r; }
+RG_FN unsigned rg_sreg_tid_y() { unsigned r; asm("mov.u32 %0, %%tid.y;" : "=r"(r)); return r; }
+RG_FN unsigned rg_sreg_ntid_x() { unsigned r; asm("mov.u32 %0, %%ntid.x;" : "=r"(r)); return r; }
+RG_FN unsigned rg_sreg_ctaid_x() { unsigned r; asm("mov.u32 %0, %%ctaid.x;" : "=r"(r)); return r; }
+RG_FN unsigned rg_sreg_ctaid_y() { unsigned r; asm("mov.u32 %0, %%ctaid.y;" : "=r"(r)); return r; }
+RG_FN unsigned rg_sreg_ctaid_z() { unsigned r; asm("mov.u32 %0, %%ctaid.z;" : "=r"(r)); return r; }
+RG_FN float rg_max(float a, float b) { float r; asm("max.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
+RG_FN unsigned rg_minu(unsigned a, unsigned b) { return a < b ? a : b; }
+RG_FN float rg_sel(float f, float t, bool c) { return c ? t : f; }
+RG_FN unsigned rg_selu(unsigned f, unsigned t, bool c) { return c ? t : f; }
+RG_FN float rg_fma(float a, float b, float c) { float r; asm("fma.rn.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(a), "f"(b), "f"(c)); return r; }
+RG_FN float rg_sqrt(float x) { float r; asm("sqrt.rn.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
+RG_FN float rg_from_bits(unsigned u) { float f; asm("mov.b32 %0, %1;" : "=f"(f) : "r"(u)); return f; }
+RG_FN unsigned rg_to_bits(float f) { unsigned u; asm("mov.b32 %0, %1;" : "=r"(u) : "f"(f)); return u; }
+RG_FN float rg_round(float x) { float r; asm("cvt.rni.f32.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
+// e^x: x = n ln2 + r (ln2 in two parts, Cody and Waite), e^r by its degree-6 Taylor polynomial,
+// 2^n through the exponent bits; relative error below 5e-7; clamped to [-87, 88].
+RG_FN float rg_exp(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float n = rg_round(x * 1.44269504f);
+    float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6.0f + r * (1.0f / 24.0f + r * (1.0f / 120.0f + r * (1.0f / 720.0f))))));
+    return p * rg_from_bits((unsigned)((int)n + 127) << 23);
+}
+RG_FN float rg_tanh(float x) {
+    x = x < -15.0f ? -15.0f : (x > 15.0f ? 15.0f : x);
+    float t = rg_exp(2.0f * x);
+    return (t - 1.0f) / (t + 1.0f);
+}
+RG_FN float rg_sigmoid(float x) {
+    x = x < -80.0f ? -80.0f : (x > 80.0f ? 80.0f : x);
+    return 1.0f / (1.0f + rg_exp(-x));
+}
+// erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
+RG_FN float rg_erf(float x) {
+    float ax = x < 0.0f ? -x : x;
+    float t = 1.0f / (1.0f + 0.3275911f * ax);
+    float y = 1.0f - (((((1.061405429f * t - 1.453152027f) * t) + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t * rg_exp(-ax * ax);
+    return x >= 0.0f ? y : -y;
+}
+RG_FN float rg_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+RG_FN unsigned short rg_f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+RG_FN float rg_b2f(unsigned short b) { return rg_from_bits(((unsigned)b) << 16); }
+// f32 to bf16, rounding to nearest even.
+RG_FN unsigned short rg_f2b(float f) { unsigned u = rg_to_bits(f); return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); }
+"#;
+
+struct CudaFinish;
+
+impl Finish for CudaFinish {
+    /// Grid dimensions y and z allow 65535 blocks; x is folded into them the same way.
+    fn max_workgroups_per_dim(&self) -> u32 {
+        65535
+    }
+
+    fn finish(&self, sh: Shader, label: String, workgroups: [u32; 3]) -> Dispatch {
+        let mut head = String::from(PRELUDE);
+        let mut params = vec![];
+        let mut bindings = vec![];
+        for &(a, writable) in &sh.arrays {
+            let elem = sh.elem(a);
+            let len = sh.len(a);
+            let name = Shader::name(a);
+            let ty = match elem {
+                Elem::F32 => "float",
+                Elem::F16 | Elem::BF16 => "unsigned short",
+                Elem::U32 => "unsigned",
+            };
+            let constness = if writable { "" } else { "const " };
+            params.push(format!("{constness}{ty}* {name}"));
+            bindings.push(Binding { array: a, elem, chunk: 0, chunk_elems: len.max(1), len, writable });
+            let (load, store) = match elem {
+                Elem::F16 => ("rg_h2f", "rg_f2h"),
+                Elem::BF16 => ("rg_b2f", "rg_f2b"),
+                _ => ("", ""),
+            };
+            let _ = writeln!(head, "#define ld_{name}(i) {load}({name}[(i)])");
+            if writable {
+                let _ = writeln!(head, "#define st_{name}(i, v) ({name}[(i)] = {store}(v))");
+            }
+        }
+        let (wx, wy) = sh.workgroup;
+        let source = format!(
+            "{head}{globals}
+extern \"C\" __global__ void __launch_bounds__({threads}) {ENTRY}({params}) {{
+    const unsigned lid_x = rg_sreg_tid_x(), lid_y = rg_sreg_tid_y();
+    const unsigned wg_x = rg_sreg_ctaid_x(), wg_y = rg_sreg_ctaid_y(), wg_z = rg_sreg_ctaid_z();
+    const unsigned gid_x = wg_x * rg_sreg_ntid_x() + lid_x, gid_y = wg_y;
+    const unsigned li = lid_y * {wx}u + lid_x;
+    (void)gid_x; (void)gid_y; (void)wg_z; (void)li;
+{body}}}
+",
+            globals = sh.globals,
+            threads = wx * wy,
+            params = params.join(", "),
+            body = sh.body
+        );
+        Dispatch { label, source, entry: ENTRY, bindings, workgroups, threads: [wx as u32, wy as u32], tables: sh.tables }
+    }
+}
