@@ -160,7 +160,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             };
             eprintln!("{} on {} ({path}): {} in {:.3} s -> {}", m.config.model, s.device(), shapes.join(", "), secs, out.display());
         }
-        Command::Inspect { model, graph, ir, optimized, plan, memory, emit, arch: _, dtype } => {
+        Command::Inspect { model, graph, ir, optimized, plan, memory, emit, arch, dtype } => {
             let m = Model::load(&model).with_context(|| format!("loading model {}", model.display()))?;
             for w in &m.config.warnings {
                 eprintln!("warning: {w}");
@@ -189,7 +189,13 @@ fn dispatch(cmd: Command) -> Result<()> {
                             println!("{}", d.source);
                         }
                     }
-                    Emit::Ptx => bail!("--emit ptx needs NVRTC, which arrives with the CUDA backend; --emit cuda prints the CUDA C"),
+                    Emit::Ptx => {
+                        let generated = rgnn::runtime::emit_cuda(&m, &g, options(dtype))?;
+                        for d in &generated.dispatches {
+                            let ptx = rgnn::runtime::cuda_backend::compile_ptx(&d.source, &arch)?;
+                            println!("// ==== {} ({arch})\n{ptx}", d.label);
+                        }
+                    }
                 }
                 return Ok(());
             }
@@ -239,18 +245,20 @@ fn dispatch(cmd: Command) -> Result<()> {
             let (m, g) = load(&model, &graph)?;
             let mut s = Session::with_options(&m, &g, backend.into(), options(dtype))?;
             s.run()?; // warm-up
+                      // Device time (CUDA events) where the backend measures it, else wall-clock time.
             let mut times = vec![];
             for _ in 0..reps {
                 let t = Instant::now();
                 s.run()?;
-                times.push(t.elapsed().as_secs_f64());
+                times.push(s.last_device_seconds().unwrap_or_else(|| t.elapsed().as_secs_f64()));
             }
+            let timing = if s.last_device_seconds().is_some() { "device events" } else { "wall clock" };
             times.sort_by(|a, b| a.total_cmp(b));
             let median = if reps % 2 == 1 { times[reps / 2] } else { 0.5 * (times[reps / 2 - 1] + times[reps / 2]) };
             let report = serde_json::json!({
                 "backend": s.backend(), "device": s.device(), "reps": reps,
                 "median_s": median, "min_s": times[0], "max_s": times[reps - 1], "peak_bytes": s.peak_bytes(),
-                "model": m.config.model, "graph": g.summary(),
+                "model": m.config.model, "graph": g.summary(), "timing": timing,
             });
             println!(
                 "{} on {}: median {:.4} s (min {:.4}, max {:.4}) over {reps} reps",

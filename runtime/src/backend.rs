@@ -11,7 +11,7 @@ use rgnn_kernels::cpu::{GraphIndex, Param};
 /// Which backend to use (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
-    /// wgpu on a real GPU if there is one, else CPU (CUDA will come first once it exists).
+    /// CUDA if present, else wgpu on a real GPU, else CPU.
     Auto,
     Cpu,
     Wgpu,
@@ -43,6 +43,10 @@ pub trait Executable: Send {
     }
     /// The memory plan of the kernel program for this graph, if compiled.
     fn memory_plan(&self) -> Option<rgnn_codegen::MemoryPlan> {
+        None
+    }
+    /// Device time of the last run, where the device measures it (CUDA events).
+    fn device_seconds(&self) -> Option<f64> {
         None
     }
 }
@@ -229,19 +233,22 @@ impl Backend for CpuBackend {
     }
 }
 
-/// The backend for a choice; an unavailable one is an error, never a panic. `Auto` takes wgpu on
-/// a real GPU when there is one (a software adapter is slower than the CPU backend), else the CPU.
+/// The backend for a choice; an unavailable one is an error, never a panic. `Auto` takes CUDA when
+/// the driver and a device are there, else wgpu on a real GPU (a software adapter is slower than
+/// the CPU backend), else the CPU.
 pub fn select_backend(kind: BackendKind) -> Result<Box<dyn Backend>> {
     match kind {
         BackendKind::Cpu => Ok(Box::new(CpuBackend)),
-        BackendKind::Auto => match crate::wgpu_backend::WgpuBackend::new() {
-            Ok(b) if b.context().is_real_gpu() => Ok(Box::new(b)),
-            _ => Ok(Box::new(CpuBackend)),
-        },
+        BackendKind::Auto => {
+            if let Ok(b) = crate::cuda_backend::CudaBackend::new() {
+                return Ok(Box::new(b));
+            }
+            match crate::wgpu_backend::WgpuBackend::new() {
+                Ok(b) if b.context().is_real_gpu() => Ok(Box::new(b)),
+                _ => Ok(Box::new(CpuBackend)),
+            }
+        }
         BackendKind::Wgpu => Ok(Box::new(crate::wgpu_backend::WgpuBackend::new()?)),
-        BackendKind::Cuda => Err(RuntimeError::BackendUnavailable {
-            backend: "cuda".into(),
-            reason: "this build of rgnn has no CUDA backend yet; use --backend cpu or wgpu".into(),
-        }),
+        BackendKind::Cuda => Ok(Box::new(crate::cuda_backend::CudaBackend::new()?)),
     }
 }

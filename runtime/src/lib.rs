@@ -16,6 +16,7 @@
 //! ```
 
 pub mod backend;
+pub mod cuda_backend;
 mod error;
 pub mod graph;
 pub mod interpreter;

@@ -149,6 +149,10 @@ impl Session {
     pub fn peak_bytes(&self) -> usize {
         self.exec.peak_bytes()
     }
+    /// Device time of the last run where the backend measures it (CUDA events), else `None`.
+    pub fn last_device_seconds(&self) -> Option<f64> {
+        self.exec.device_seconds()
+    }
     /// The memory plan for this graph, when the model was lowered to kernels.
     pub fn memory_plan(&self) -> Option<rgnn_codegen::MemoryPlan> {
         self.exec.memory_plan()
