@@ -53,7 +53,17 @@ pub fn generate(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphIndex,
 
 /// Everything a kernel uses beyond the language itself.
 pub const PRELUDE: &str = r#"// rgnn generated CUDA C: self-contained (no CUDA headers).
-#ifndef __CUDACC_RTC__
+#if defined(RGNN_HOST_EMULATION)
+// Host emulation (tests without a GPU): plain C++, one host thread per CUDA thread.
+#define __global__
+#define __device__
+#define __shared__ static
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+extern thread_local unsigned rg_host_tid[2], rg_host_ctaid[3], rg_host_ntid;
+void rg_host_sync();
+#define __syncthreads() rg_host_sync()
+#elif !defined(__CUDACC_RTC__)
 // clang without the CUDA headers: the attribute spellings the headers would define.
 #define __global__ __attribute__((global))
 #define __device__ __attribute__((device))
@@ -62,6 +72,22 @@ pub const PRELUDE: &str = r#"// rgnn generated CUDA C: self-contained (no CUDA h
 #define __launch_bounds__(n) __attribute__((launch_bounds(n)))
 #endif
 #define RG_FN static __device__ __forceinline__
+#if defined(RGNN_HOST_EMULATION)
+RG_FN unsigned rg_sreg_tid_x() { return rg_host_tid[0]; }
+RG_FN unsigned rg_sreg_tid_y() { return rg_host_tid[1]; }
+RG_FN unsigned rg_sreg_ntid_x() { return rg_host_ntid; }
+RG_FN unsigned rg_sreg_ctaid_x() { return rg_host_ctaid[0]; }
+RG_FN unsigned rg_sreg_ctaid_y() { return rg_host_ctaid[1]; }
+RG_FN unsigned rg_sreg_ctaid_z() { return rg_host_ctaid[2]; }
+RG_FN float rg_max(float a, float b) { return a > b ? a : (b == b ? b : a); }
+RG_FN float rg_fma(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+RG_FN float rg_sqrt(float x) { return __builtin_sqrtf(x); }
+RG_FN float rg_from_bits(unsigned u) { float f; __builtin_memcpy(&f, &u, 4); return f; }
+RG_FN unsigned rg_to_bits(float f) { unsigned u; __builtin_memcpy(&u, &f, 4); return u; }
+RG_FN float rg_round(float x) { return __builtin_rintf(x); }
+RG_FN float rg_h2f(unsigned short h) { _Float16 v; __builtin_memcpy(&v, &h, 2); return (float)v; }
+RG_FN unsigned short rg_f2h(float f) { _Float16 v = (_Float16)f; unsigned short h; __builtin_memcpy(&h, &v, 2); return h; }
+#else
 RG_FN unsigned rg_sreg_tid_x() { unsigned r; asm("mov.u32 %0, %%tid.x;" : "=r"(r)); return r; }
 RG_FN unsigned rg_sreg_tid_y() { unsigned r; asm("mov.u32 %0, %%tid.y;" : "=r"(r)); return r; }
 RG_FN unsigned rg_sreg_ntid_x() { unsigned r; asm("mov.u32 %0, %%ntid.x;" : "=r"(r)); return r; }
@@ -69,14 +95,17 @@ RG_FN unsigned rg_sreg_ctaid_x() { unsigned r; asm("mov.u32 %0, %%ctaid.x;" : "=
 RG_FN unsigned rg_sreg_ctaid_y() { unsigned r; asm("mov.u32 %0, %%ctaid.y;" : "=r"(r)); return r; }
 RG_FN unsigned rg_sreg_ctaid_z() { unsigned r; asm("mov.u32 %0, %%ctaid.z;" : "=r"(r)); return r; }
 RG_FN float rg_max(float a, float b) { float r; asm("max.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
-RG_FN unsigned rg_minu(unsigned a, unsigned b) { return a < b ? a : b; }
-RG_FN float rg_sel(float f, float t, bool c) { return c ? t : f; }
-RG_FN unsigned rg_selu(unsigned f, unsigned t, bool c) { return c ? t : f; }
 RG_FN float rg_fma(float a, float b, float c) { float r; asm("fma.rn.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(a), "f"(b), "f"(c)); return r; }
 RG_FN float rg_sqrt(float x) { float r; asm("sqrt.rn.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
 RG_FN float rg_from_bits(unsigned u) { float f; asm("mov.b32 %0, %1;" : "=f"(f) : "r"(u)); return f; }
 RG_FN unsigned rg_to_bits(float f) { unsigned u; asm("mov.b32 %0, %1;" : "=r"(u) : "f"(f)); return u; }
 RG_FN float rg_round(float x) { float r; asm("cvt.rni.f32.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
+RG_FN float rg_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+RG_FN unsigned short rg_f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+#endif
+RG_FN unsigned rg_minu(unsigned a, unsigned b) { return a < b ? a : b; }
+RG_FN float rg_sel(float f, float t, bool c) { return c ? t : f; }
+RG_FN unsigned rg_selu(unsigned f, unsigned t, bool c) { return c ? t : f; }
 // e^x: x = n ln2 + r (ln2 in two parts, Cody and Waite), e^r by its degree-6 Taylor polynomial,
 // 2^n through the exponent bits; relative error below 5e-7; clamped to [-87, 88].
 RG_FN float rg_exp(float x) {
@@ -102,12 +131,73 @@ RG_FN float rg_erf(float x) {
     float y = 1.0f - (((((1.061405429f * t - 1.453152027f) * t) + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t * rg_exp(-ax * ax);
     return x >= 0.0f ? y : -y;
 }
-RG_FN float rg_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
-RG_FN unsigned short rg_f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
 RG_FN float rg_b2f(unsigned short b) { return rg_from_bits(((unsigned)b) << 16); }
 // f32 to bf16, rounding to nearest even.
 RG_FN unsigned short rg_f2b(float f) { unsigned u = rg_to_bits(f); return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); }
 "#;
+
+/// A dispatch's kernel as a host C++ translation unit (for testing the generated code on
+/// machines without a GPU): the kernel compiled as plain C++ with `RGNN_HOST_EMULATION`, and
+/// `extern "C" int rgnn_host_launch(gx, gy, gz, bx, by, void** args)`, which runs the grid block
+/// by block, each block's threads as host threads meeting at `__syncthreads` (or one after
+/// another when the kernel has no barrier). `args[i]` is the address of binding `i`.
+pub fn host_emulation_source(d: &Dispatch) -> String {
+    let casts: Vec<String> = d
+        .bindings
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let ty = match b.elem {
+                Elem::F32 => "float",
+                Elem::F16 | Elem::BF16 => "unsigned short",
+                Elem::U32 => "unsigned",
+            };
+            let constness = if b.writable { "" } else { "const " };
+            format!("({constness}{ty}*)a[{i}]")
+        })
+        .collect();
+    let barrier = d.source.contains("__syncthreads");
+    format!(
+        r#"#define RGNN_HOST_EMULATION 1
+{source}
+#include <pthread.h>
+thread_local unsigned rg_host_tid[2], rg_host_ctaid[3], rg_host_ntid;
+static pthread_barrier_t rg_host_barrier;
+void rg_host_sync() {{ pthread_barrier_wait(&rg_host_barrier); }}
+static void rg_host_call(void** a) {{ {ENTRY}({args}); }}
+struct RgHostThread {{ unsigned tid[2], ctaid[3], ntid; void** args; }};
+static void rg_host_enter(RgHostThread* t) {{
+    rg_host_tid[0] = t->tid[0]; rg_host_tid[1] = t->tid[1];
+    rg_host_ctaid[0] = t->ctaid[0]; rg_host_ctaid[1] = t->ctaid[1]; rg_host_ctaid[2] = t->ctaid[2];
+    rg_host_ntid = t->ntid;
+    rg_host_call(t->args);
+}}
+static void* rg_host_thread(void* p) {{ rg_host_enter((RgHostThread*)p); return 0; }}
+extern "C" int rgnn_host_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, void** args) {{
+    const unsigned n = bx * by;
+    RgHostThread* threads = new RgHostThread[n];
+    pthread_t* handles = new pthread_t[n];
+    int status = 0;
+    for (unsigned z = 0; z < gz; z++) for (unsigned y = 0; y < gy; y++) for (unsigned x = 0; x < gx; x++) {{
+        for (unsigned i = 0; i < n; i++) threads[i] = RgHostThread{{{{i % bx, i / bx}}, {{x, y, z}}, bx, args}};
+        if (!{barrier}) {{
+            for (unsigned i = 0; i < n; i++) rg_host_enter(&threads[i]);
+            continue;
+        }}
+        pthread_barrier_init(&rg_host_barrier, 0, n);
+        for (unsigned i = 0; i < n; i++) if (pthread_create(&handles[i], 0, rg_host_thread, &threads[i]) != 0) status = 1;
+        for (unsigned i = 0; i < n; i++) pthread_join(handles[i], 0);
+        pthread_barrier_destroy(&rg_host_barrier);
+    }}
+    delete[] threads;
+    delete[] handles;
+    return status;
+}}
+"#,
+        source = d.source,
+        args = casts.join(", "),
+    )
+}
 
 struct CudaFinish;
 

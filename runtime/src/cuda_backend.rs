@@ -172,6 +172,117 @@ impl CudaBackend {
 struct ForwardGraph(CudaGraph);
 unsafe impl Send for ForwardGraph {}
 
+/// Where every array of a generated program lives: a list of allocations (what, contents to
+/// upload, bytes) and, per array, (allocation, byte offset). Shared by the device backend and
+/// the host emulation used to test the generated CUDA C without a GPU.
+pub struct ArrayLayout {
+    pub uploads: Vec<(String, Vec<u8>, usize)>,
+    pub slot_of: HashMap<ArrayRef, (usize, usize)>,
+    /// Per dispatch, the allocation of each of its tables.
+    pub table_slots: Vec<Vec<usize>>,
+    /// (name, allocation, bytes, rows, width) of each output.
+    pub outputs_at: Vec<(String, usize, usize, usize, usize)>,
+}
+
+impl ArrayLayout {
+    pub fn new(
+        plan: &KernelProgram,
+        memory: &rgnn_codegen::MemoryPlan,
+        generated: &rgnn_kernels::cuda::CudaProgram,
+        params: &[Tensor],
+        graph: &ExecGraph,
+        index: &rgnn_kernels::cpu::GraphIndex,
+        storage: DType,
+    ) -> Result<Self> {
+        let elem_bytes = storage.bytes();
+        let encode = |data: &[f32]| -> Vec<u8> {
+            match storage {
+                DType::F16 => data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+                DType::BF16 => data.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+                DType::F32 => bytemuck::cast_slice(data).to_vec(),
+            }
+        };
+        let mut uploads: Vec<(String, Vec<u8>, usize)> = vec![];
+        let mut slot_of: HashMap<ArrayRef, (usize, usize)> = HashMap::new();
+        uploads.push(("the intermediate arena".into(), vec![], memory.planned_bytes.max(256)));
+        let mut outputs_at = vec![];
+        for (i, b) in plan.buffers.iter().enumerate() {
+            let bytes = index.rows(b.domain) * b.width * elem_bytes;
+            let id = ArrayRef::Data(rgnn_ir::level2::BufferId(i));
+            match (&b.role, memory.offsets[i]) {
+                (BufferRole::Intermediate, Some(offset)) => {
+                    slot_of.insert(id, (0, offset));
+                }
+                (BufferRole::Input(name), _) => {
+                    let x = graph.inputs.get(name).ok_or_else(|| RuntimeError::Mismatch(format!("the graph has no input `{name}`")))?;
+                    slot_of.insert(id, (uploads.len(), 0));
+                    uploads.push((format!("input `{name}`"), encode(&x.data), bytes));
+                }
+                (role, _) => {
+                    if let BufferRole::Output(name) = role {
+                        outputs_at.push((name.clone(), uploads.len(), bytes, index.rows(b.domain), b.width));
+                    }
+                    slot_of.insert(id, (uploads.len(), 0));
+                    uploads.push((format!("buffer `{}`", b.name), vec![], bytes));
+                }
+            }
+        }
+        let mut table_slots: Vec<Vec<usize>> = vec![];
+        for d in &generated.dispatches {
+            for a in d.bindings.iter().map(|b| b.array) {
+                if slot_of.contains_key(&a) || matches!(a, ArrayRef::Table(_)) {
+                    continue;
+                }
+                let (what, contents, bytes) = match a {
+                    ArrayRef::Param(p) => {
+                        let c: Vec<u8> = bytemuck::cast_slice(&params[p.0].data).to_vec();
+                        let n = c.len();
+                        (format!("parameter {}", p.0), c, n)
+                    }
+                    ArrayRef::Index(ix) => {
+                        let c: Vec<u8> = bytemuck::cast_slice(&ix.data(index)).to_vec();
+                        let n = c.len();
+                        (format!("index array `{}`", ix.name()), c, n)
+                    }
+                    ArrayRef::Scratch(s) => (format!("scratch {s}"), vec![], generated.scratch_elems[s] * 4),
+                    ArrayRef::Data(_) | ArrayRef::Table(_) => unreachable!("placed above"),
+                };
+                slot_of.insert(a, (uploads.len(), 0));
+                uploads.push((what, contents, bytes));
+            }
+            let mut slots = vec![];
+            for (t, data) in d.tables.iter().enumerate() {
+                slots.push(uploads.len());
+                let c: Vec<u8> = bytemuck::cast_slice(data).to_vec();
+                let n = c.len();
+                uploads.push((format!("table {t} of `{}`", d.label), c, n));
+            }
+            table_slots.push(slots);
+        }
+        Ok(ArrayLayout { uploads, slot_of, table_slots, outputs_at })
+    }
+
+    /// The address of array `a` of dispatch `d`, given each allocation's base address.
+    pub fn address(&self, a: ArrayRef, d: usize, base: &[u64]) -> u64 {
+        match a {
+            ArrayRef::Table(t) => base[self.table_slots[d][t]],
+            a => {
+                let (slot, offset) = self.slot_of[&a];
+                base[slot] + offset as u64
+            }
+        }
+    }
+}
+
+/// Decode a read-back output.
+pub fn decode(bytes: &[u8], storage: DType) -> Vec<f32> {
+    match storage {
+        DType::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        DType::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+    }
+}
+
 struct Launch {
     function: CudaFunction,
     config: LaunchConfig,
@@ -219,73 +330,8 @@ impl Backend for CudaBackend {
         let generated = rgnn_kernels::cuda::generate(&plan, &shapes, &index, &rgnn_kernels::cuda::CudaOptions { storage: options.storage })
             .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))?;
         let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
-        let elem_bytes = options.storage.bytes();
-        let encode = |data: &[f32]| -> Vec<u8> {
-            match options.storage {
-                DType::F16 => data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
-                DType::BF16 => data.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
-                DType::F32 => bytemuck::cast_slice(data).to_vec(),
-            }
-        };
-
-        // What will be allocated, checked against free memory first so the error says how much.
-        let mut uploads: Vec<(String, Vec<u8>, usize)> = vec![]; // (what, contents, bytes)
-        let mut slot_of: HashMap<ArrayRef, (usize, usize)> = HashMap::new(); // array -> (upload, byte offset)
-        uploads.push(("the intermediate arena".into(), vec![], memory.planned_bytes.max(256)));
-        let mut outputs_at = vec![];
-        for (i, b) in plan.buffers.iter().enumerate() {
-            let bytes = index.rows(b.domain) * b.width * elem_bytes;
-            let id = ArrayRef::Data(rgnn_ir::level2::BufferId(i));
-            match (&b.role, memory.offsets[i]) {
-                (BufferRole::Intermediate, Some(offset)) => {
-                    slot_of.insert(id, (0, offset));
-                }
-                (BufferRole::Input(name), _) => {
-                    let x = graph.inputs.get(name).ok_or_else(|| RuntimeError::Mismatch(format!("the graph has no input `{name}`")))?;
-                    slot_of.insert(id, (uploads.len(), 0));
-                    uploads.push((format!("input `{name}`"), encode(&x.data), bytes));
-                }
-                (role, _) => {
-                    if let BufferRole::Output(name) = role {
-                        outputs_at.push((name.clone(), uploads.len(), bytes, index.rows(b.domain), b.width));
-                    }
-                    slot_of.insert(id, (uploads.len(), 0));
-                    uploads.push((format!("buffer `{}`", b.name), vec![], bytes));
-                }
-            }
-        }
-        let mut table_slots: Vec<Vec<usize>> = vec![];
-        for d in &generated.dispatches {
-            for a in d.bindings.iter().map(|b| b.array) {
-                if slot_of.contains_key(&a) || matches!(a, ArrayRef::Table(_)) {
-                    continue;
-                }
-                let (what, contents, bytes) = match a {
-                    ArrayRef::Param(p) => {
-                        let c: Vec<u8> = bytemuck::cast_slice(&params[p.0].data).to_vec();
-                        let n = c.len();
-                        (format!("parameter {}", p.0), c, n)
-                    }
-                    ArrayRef::Index(ix) => {
-                        let c: Vec<u8> = bytemuck::cast_slice(&ix.data(&index)).to_vec();
-                        let n = c.len();
-                        (format!("index array `{}`", ix.name()), c, n)
-                    }
-                    ArrayRef::Scratch(s) => (format!("scratch {s}"), vec![], generated.scratch_elems[s] * 4),
-                    ArrayRef::Data(_) | ArrayRef::Table(_) => unreachable!("placed above"),
-                };
-                slot_of.insert(a, (uploads.len(), 0));
-                uploads.push((what, contents, bytes));
-            }
-            let mut slots = vec![];
-            for (t, data) in d.tables.iter().enumerate() {
-                slots.push(uploads.len());
-                let c: Vec<u8> = bytemuck::cast_slice(data).to_vec();
-                let n = c.len();
-                uploads.push((format!("table {t} of `{}`", d.label), c, n));
-            }
-            table_slots.push(slots);
-        }
+        let arrays = ArrayLayout::new(&plan, &memory, &generated, &params, &graph, &index, options.storage)?;
+        let ArrayLayout { uploads, slot_of, table_slots, outputs_at } = arrays;
         let needed: usize = uploads.iter().map(|u| u.2.max(4)).sum();
         let (free, total) = gpu.ctx.mem_get_info().map_err(|e| device_error("querying free device memory", e))?;
         if needed > free {
@@ -312,24 +358,16 @@ impl Backend for CudaBackend {
             base.push(ptr);
             allocations.push(slice);
         }
-        let address = |a: ArrayRef, tables: &[usize]| -> u64 {
-            match a {
-                ArrayRef::Table(t) => base[tables[t]],
-                a => {
-                    let (slot, offset) = slot_of[&a];
-                    base[slot] + offset as u64
-                }
-            }
-        };
+        let layout = ArrayLayout { uploads: vec![], slot_of, table_slots, outputs_at: vec![] };
         let mut launches = vec![];
-        for (d, tables) in generated.dispatches.iter().zip(&table_slots) {
+        for (di, d) in generated.dispatches.iter().enumerate() {
             let function = gpu.function(&d.label, &d.source)?;
             let config = LaunchConfig {
                 grid_dim: (d.workgroups[0], d.workgroups[1], d.workgroups[2]),
                 block_dim: (d.threads[0], d.threads[1], 1),
                 shared_mem_bytes: 0,
             };
-            let args = d.bindings.iter().map(|b| address(b.array, tables)).collect();
+            let args = d.bindings.iter().map(|b| layout.address(b.array, di, &base)).collect();
             launches.push(Launch { function, config, args });
         }
         let outputs = outputs_at.into_iter().map(|(name, slot, bytes, rows, width)| (name, base[slot], bytes, rows, width)).collect();
@@ -398,11 +436,7 @@ impl Executable for CompiledCuda {
                 unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut host, *ptr) }
                     .map_err(|e| device_error(&format!("reading `{name}` back"), e))?;
             }
-            let data: Vec<f32> = match self.storage {
-                DType::F16 => host.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                DType::BF16 => host.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                DType::F32 => host.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            };
+            let data = decode(&host, self.storage);
             if let Some(i) = data.iter().position(|x| !x.is_finite()) {
                 let w = (*width).max(1);
                 return Err(RuntimeError::Invalid(format!(
@@ -441,5 +475,116 @@ mod tests {
         assert_ne!(ptx_cache_key("k", "sm_80"), ptx_cache_key("k", "sm_90"));
         assert_ne!(ptx_cache_key("k1", "sm_80"), ptx_cache_key("k2", "sm_80"));
         assert_eq!(stable_hash(&[]), 0xcbf2_9ce4_8422_2325);
+    }
+}
+
+/// The generated CUDA C run on the host: every kernel compiled as plain C++ by a host compiler
+/// (`RGNN_HOST_CXX`, default `c++`) with one host thread per CUDA thread, over host buffers laid
+/// out exactly as on the device. Slow, and only for testing the CUDA generator where no GPU is:
+/// it checks what the generated code computes; what it cannot check is the PTX intrinsics, the
+/// launch and the graph capture.
+pub mod host_emulation {
+    use super::*;
+
+    /// The host C++ compiler, if one runs.
+    pub fn compiler() -> Option<String> {
+        let cxx = std::env::var("RGNN_HOST_CXX").unwrap_or_else(|_| "c++".into());
+        std::process::Command::new(&cxx).arg("--version").output().ok().filter(|o| o.status.success()).map(|_| cxx)
+    }
+
+    /// Run `program` for `graph` through the CUDA C kernels on the host; outputs as the backends
+    /// return them.
+    pub fn run(
+        program: &Program,
+        params: &[Tensor],
+        graph: &ExecGraph,
+        options: &rgnn_codegen::CompileOptions,
+        cxx: &str,
+        workdir: &std::path::Path,
+    ) -> Result<Vec<(String, Tensor)>> {
+        let fail = |m: String| RuntimeError::Device { backend: "cuda (host emulation)".into(), message: m };
+        crate::interpreter::check_relations(program, params, graph)?;
+        let (plan, layout) = compile_kernels(program, params, graph, options).map_err(|e| fail(e.to_string()))?;
+        let index = graph_index(graph, &layout);
+        let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
+        let generated = rgnn_kernels::cuda::generate(&plan, &shapes, &index, &rgnn_kernels::cuda::CudaOptions { storage: options.storage })
+            .map_err(fail)?;
+        let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
+        let arrays = ArrayLayout::new(&plan, &memory, &generated, params, graph, &index, options.storage)?;
+        // Host "device memory": u64 words keep every array 8-byte aligned.
+        let mut memory_words: Vec<Vec<u64>> = arrays
+            .uploads
+            .iter()
+            .map(|(_, contents, bytes)| {
+                let mut words = vec![0u64; (*bytes).max(contents.len()).div_ceil(8).max(1)];
+                bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..contents.len()].copy_from_slice(contents);
+                words
+            })
+            .collect();
+        let base: Vec<u64> = memory_words.iter_mut().map(|w| w.as_mut_ptr() as u64).collect();
+        std::fs::create_dir_all(workdir).map_err(|e| fail(format!("{}: {e}", workdir.display())))?;
+        // Compile every kernel (two at a time), then run them in order.
+        let libraries: Vec<Result<std::path::PathBuf>> = std::thread::scope(|s| {
+            let jobs: Vec<_> = generated
+                .dispatches
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let (cpp, so) = (workdir.join(format!("k{i}.cpp")), workdir.join(format!("k{i}.so")));
+                    let source = rgnn_kernels::cuda::host_emulation_source(d);
+                    (i, cpp, so, source)
+                })
+                .collect();
+            let halves: Vec<Vec<_>> = jobs.chunks(jobs.len().div_ceil(2).max(1)).map(|c| c.to_vec()).collect();
+            let handles: Vec<_> = halves
+                .into_iter()
+                .map(|half| {
+                    s.spawn(move || {
+                        half.into_iter()
+                            .map(|(i, cpp, so, source)| {
+                                std::fs::write(&cpp, source).map_err(|e| fail(e.to_string()))?;
+                                let o = std::process::Command::new(cxx)
+                                    .args(["-std=c++17", "-O1", "-shared", "-fPIC", "-w", "-o"])
+                                    .arg(&so)
+                                    .arg(&cpp)
+                                    .arg("-lpthread")
+                                    .output()
+                                    .map_err(|e| fail(e.to_string()))?;
+                                if !o.status.success() {
+                                    return Err(fail(format!(
+                                        "kernel {i} does not compile on the host:\n{}",
+                                        String::from_utf8_lossy(&o.stderr)
+                                    )));
+                                }
+                                Ok(so)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("compile thread")).collect()
+        });
+        for (di, (d, lib)) in generated.dispatches.iter().zip(libraries).enumerate() {
+            let lib = lib?;
+            let mut args: Vec<u64> = d.bindings.iter().map(|b| arrays.address(b.array, di, &base)).collect();
+            // SAFETY: the library was just built from the generated source; its entry point has
+            // this signature, and every address points into `memory_words`, sized by the same
+            // plan the kernel was generated for.
+            unsafe {
+                let library = libloading::Library::new(&lib).map_err(|e| fail(e.to_string()))?;
+                let launch: libloading::Symbol<unsafe extern "C" fn(u32, u32, u32, u32, u32, *mut u64) -> i32> =
+                    library.get(b"rgnn_host_launch").map_err(|e| fail(e.to_string()))?;
+                let [gx, gy, gz] = d.workgroups;
+                if launch(gx, gy, gz, d.threads[0], d.threads[1], args.as_mut_ptr()) != 0 {
+                    return Err(fail(format!("`{}`: could not start its threads", d.label)));
+                }
+            }
+        }
+        let mut out = vec![];
+        for (name, slot, bytes, rows, width) in &arrays.outputs_at {
+            let raw = &bytemuck::cast_slice::<u64, u8>(&memory_words[*slot])[..*bytes];
+            out.push((name.clone(), Tensor::new(vec![*rows, *width], decode(raw, options.storage))));
+        }
+        Ok(out)
     }
 }

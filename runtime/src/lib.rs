@@ -31,5 +31,7 @@ pub use backend::BackendKind;
 pub use error::{Result, RuntimeError};
 pub use graph::Graph;
 pub use model::Model;
-pub use session::{compile_for_graph, emit_cuda, emit_wgsl, emit_wgsl_for, program_without_graph, Outputs, Session};
+pub use session::{
+    compile_for_graph, emit_cuda, emit_wgsl, emit_wgsl_for, program_without_graph, run_cuda_host_emulation, Outputs, Session,
+};
 pub use tensor::Tensor;

@@ -76,6 +76,22 @@ pub fn emit_cuda(model: &Model, graph: &Graph, options: rgnn_codegen::CompileOpt
         .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))
 }
 
+/// Run `model` on `graph` through the generated CUDA C compiled for the host (a test of the
+/// CUDA generator on machines without a GPU; see `cuda_backend::host_emulation`).
+pub fn run_cuda_host_emulation(
+    model: &Model,
+    graph: &Graph,
+    options: rgnn_codegen::CompileOptions,
+    cxx: &str,
+    workdir: &std::path::Path,
+) -> Result<Vec<(String, Tensor)>> {
+    let (program, exec_graph) = compile_for_graph(model, graph)?;
+    let program = rgnn_codegen::optimize(&program, options.passes)
+        .map_err(|e| RuntimeError::Invalid(format!("internal compiler error in the level-1 passes: {e}")))?;
+    let params = crate::interpreter::eval_params(&program, &model.weights)?;
+    crate::cuda_backend::host_emulation::run(&program, &params, &exec_graph, &options, cxx, workdir)
+}
+
 /// The WGSL dispatches `model` runs on `graph` (for WebGPU's default limits; no device needed).
 pub fn emit_wgsl(model: &Model, graph: &Graph, options: rgnn_codegen::CompileOptions) -> Result<rgnn_kernels::wgsl::WgslProgram> {
     let wgsl = rgnn_kernels::wgsl::WgslOptions { storage: options.storage, ..Default::default() };
