@@ -250,3 +250,75 @@ fn arrays_beyond_the_binding_limit_are_bound_in_chunks() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A model file from a config and named weight shapes, weights pseudo-random in ±1/√fan_in.
+fn model_bytes(config: &str, weights: &[(&str, Vec<usize>)], seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let data: Vec<Vec<u8>> = weights
+        .iter()
+        .map(|(_, shape)| {
+            let fan_in = if shape.len() >= 2 { shape[shape.len() - 2] } else { shape[0] } as f64;
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (((state >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) / fan_in.sqrt()) as f32
+                })
+                .collect();
+            bytemuck::cast_slice(&v).to_vec()
+        })
+        .collect();
+    let tensors: HashMap<String, TensorView> = weights
+        .iter()
+        .zip(&data)
+        .map(|((name, shape), d)| (name.to_string(), TensorView::new(Dtype::F32, shape.clone(), d).unwrap()))
+        .collect();
+    serialize(tensors, Some(HashMap::from([("rgnn.config".to_string(), config.to_string())]))).unwrap()
+}
+
+/// 64-wide rows and destinations with thousands of in-edges next to ones with a few: the rows
+/// the thread-per-destination kernel keeps per thread are 64 floats and more, and lanes of one
+/// SIMD group loop very different numbers of times (lavapipe once got this wrong; see
+/// `rgnn_kernels::wgsl::unroll_column_loops`).
+#[test]
+fn wide_rows_next_to_hubs_match_cpu() {
+    if !adapter() {
+        return;
+    }
+    let r = 6;
+    let rgcn = format!(
+        r#"{{"format": "rgnn/1", "model": "wide_rgcn", "layers": [{{"type": "RGCNConv", "prefix": "c", "in_channels": 64, "out_channels": 64, "num_relations": {r}, "aggr": "mean"}}]}}"#
+    );
+    let rgcn_w = [("c.weight", vec![r, 64, 64]), ("c.root", vec![64, 64]), ("c.bias", vec![64])];
+    let rgat = format!(
+        r#"{{"format": "rgnn/1", "model": "wide_rgat", "layers": [{{"type": "RGATConv", "prefix": "c", "in_channels": 64, "out_channels": 32, "num_relations": {r}, "heads": 2, "dim": 1, "concat": true, "attention_mode": "additive-self-attention", "attention_mechanism": "across-relation"}}]}}"#
+    );
+    let rgat_w = [
+        ("c.weight", vec![r, 64, 64]),
+        ("c.q", vec![64, 2]),
+        ("c.k", vec![64, 2]),
+        ("c.bias", vec![64]),
+        ("c.l1", vec![1, 32]),
+        ("c.l2", vec![32, 32]),
+        ("c.b1", vec![1, 32]),
+        ("c.b2", vec![1, 32]),
+        ("c.w", vec![32]),
+    ];
+    // Hubs at nodes 0, 9 and 700 (in-degrees in the thousands), everyone else a handful.
+    let n = 2000;
+    let mut edges = random_edges(n, 8000, r, r, n, 0, 5);
+    for (i, &hub) in [0usize, 9, 700].iter().enumerate() {
+        edges.extend(random_edges(n, 1500 + 700 * i, r, r, n, 0, 50 + i as u64).into_iter().map(|(s, _, rel)| (s, hub, rel)));
+    }
+    let graph = Graph::from_bytes("hub graph", graph_bytes(n, 64, &edges, 3)).unwrap();
+    let mut failures = vec![];
+    for (name, config, weights) in [("wide_rgcn", &rgcn, &rgcn_w[..]), ("wide_rgat", &rgat, &rgat_w[..])] {
+        let model = Model::from_bytes(name, model_bytes(config, weights, 11)).unwrap();
+        match compare(&model, &graph, CompileOptions::default()) {
+            Ok(err) if err <= 1e-5 => println!("ok    {name}: rel err {err:.2e}"),
+            Ok(err) => failures.push(format!("{name}: rel err {err:.2e}")),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

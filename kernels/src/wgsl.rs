@@ -77,6 +77,9 @@ fn rg_erf(x: f32) -> f32 {
 }
 ";
 
+/// Column loops up to this long are unrolled (see [`unroll_column_loops`]).
+const MAX_UNROLL: usize = 1024;
+
 struct WgslFinish {
     opts: WgslOptions,
 }
@@ -154,8 +157,112 @@ fn main(@builtin(global_invocation_id) rg_gid: vec3<u32>, @builtin(workgroup_id)
 {body}}}
 ",
             globals = sh.globals,
-            body = sh.body
+            body = unroll_column_loops(&sh.body, MAX_UNROLL)
         );
         Dispatch { label, source, entry: "main", bindings, workgroups, threads: [wx as u32, wy as u32], tables: sh.tables }
+    }
+}
+
+/// Unroll every loop `for (var c: u32 = 0u; c < Nu; c++) { ... }` (and over `j`, `h`) with
+/// N ≤ `max` into N copies of its body with the variable replaced by the literal: per-thread
+/// arrays are then indexed by constants only and live in registers. (Mesa's lavapipe mis-executes dynamically indexed per-thread arrays
+/// of 64 floats and more inside loops whose trip counts differ between the lanes of a SIMD group;
+/// constant indices avoid that, and help real GPUs too.)
+pub fn unroll_column_loops(body: &str, max: usize) -> String {
+    ["c", "j", "h"].iter().fold(body.to_string(), |text, var| unroll_loops_over(&text, var, max))
+}
+
+fn unroll_loops_over(body: &str, var: &str, max: usize) -> String {
+    let head = format!("for (var {var}: u32 = 0u; {var} < ");
+    let tail = format!("u; {var}++) {{");
+    let (head, tail) = (head.as_str(), tail.as_str());
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.find(head) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + head.len()..];
+        let digits: String = after.chars().take_while(|ch| ch.is_ascii_digit()).collect();
+        let (Ok(n), true) = (digits.parse::<usize>(), after[digits.len()..].starts_with(tail)) else {
+            out.push_str(head);
+            rest = after;
+            continue;
+        };
+        let body_start = digits.len() + tail.len();
+        // The matching closing brace.
+        let mut depth = 1;
+        let mut end = None;
+        for (i, ch) in after[body_start..].char_indices() {
+            match ch {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(body_start + i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = end else {
+            out.push_str(head);
+            rest = after;
+            continue;
+        };
+        let inner = &after[body_start..end];
+        if n > max || inner.contains("continue") || inner.contains("break") || inner.contains("return") {
+            out.push_str(&rest[at..at + head.len() + end + 1]);
+        } else {
+            let inner = unroll_loops_over(inner, var, max);
+            out.push('{');
+            for k in 0..n {
+                out.push_str(" {");
+                out.push_str(&replace_ident(&inner, var, &format!("{k}u")));
+                out.push('}');
+            }
+            out.push_str(" }");
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` with every identifier token `name` replaced by `with`.
+fn replace_ident(text: &str, name: &str, with: &str) -> String {
+    let is_ident = |ch: char| ch.is_ascii_alphanumeric() || ch == '_';
+    let mut out = String::with_capacity(text.len());
+    let chars: Vec<char> = text.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i..].starts_with(&name) && (i == 0 || !is_ident(chars[i - 1])) && chars.get(i + name.len()).is_none_or(|&ch| !is_ident(ch))
+        {
+            out.push_str(with);
+            i += name.len();
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unroll_column_loops;
+
+    #[test]
+    fn column_loops_unroll_into_constant_indices() {
+        let body = "for (var c: u32 = 0u; c < 2u; c++) { a[c] = b[c] + cc; }";
+        assert_eq!(unroll_column_loops(body, 8), "{ { a[0u] = b[0u] + cc; } { a[1u] = b[1u] + cc; } }");
+        // Nested loops over h and c, and a loop too long to unroll, which stays.
+        let nested = "for (var h: u32 = 0u; h < 2u; h++) { for (var c: u32 = 0u; c < 1u; c++) { t += x[h * 1u + c]; } }";
+        assert_eq!(unroll_column_loops(nested, 8), "{ { { { t += x[0u * 1u + 0u]; } } } { { { t += x[1u * 1u + 0u]; } } } }");
+        let long = "for (var c: u32 = 0u; c < 9u; c++) { a[c] = 0.0; }";
+        assert_eq!(unroll_column_loops(long, 8), long);
+        // Loops with control flow out of the body are left alone.
+        let early = "for (var j: u32 = 0u; j < 2u; j++) { if (x) { continue; } }";
+        assert_eq!(unroll_column_loops(early, 8), early);
     }
 }
