@@ -155,11 +155,23 @@ pub struct Shader<'c, 'a> {
     pub globals: String,
     /// Threads per workgroup (x, y).
     pub workgroup: (usize, usize),
+    /// The kernel loops over data-dependent ranges (edges), so lanes of a SIMD group diverge:
+    /// WGSL unrolls its fixed-length column loops (see `wgsl::unroll_column_loops`).
+    pub divergent_loops: bool,
 }
 
 impl<'c, 'a> Shader<'c, 'a> {
     pub fn new(ctx: &'c GenCtx<'a>, workgroup: (usize, usize)) -> Self {
-        Shader { ctx, lang: ctx.lang, arrays: vec![], tables: vec![], body: String::new(), globals: String::new(), workgroup }
+        Shader {
+            ctx,
+            lang: ctx.lang,
+            arrays: vec![],
+            tables: vec![],
+            body: String::new(),
+            globals: String::new(),
+            workgroup,
+            divergent_loops: false,
+        }
     }
 
     pub fn elem(&self, a: ArrayRef) -> Elem {

@@ -277,6 +277,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         let hub = matches!(nodes, Nodes::Hubs(_));
         let label = format!("k{k} traversal{}", if hub { " (hubs)" } else { "" });
         let mut sh = Shader::new(self.ctx, (if hub { HUB_THREADS } else { ROW_GROUP }, 1));
+        sh.divergent_loops = true;
         let wg = match nodes {
             Nodes::All => self.row_header(&mut sh, self.ctx.g.num_nodes, "v"),
             Nodes::Listed(list) => {

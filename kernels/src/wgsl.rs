@@ -77,7 +77,9 @@ fn rg_erf(x: f32) -> f32 {
 }
 ";
 
-/// Column loops up to this long are unrolled (see [`unroll_column_loops`]).
+/// Column loops up to this long are unrolled in kernels with divergent loops (traversals; see
+/// [`unroll_column_loops`]). Kernels whose loops all have fixed trip counts keep them: unrolling
+/// their wide rows (FloydNet's 4C-wide FFN rows) only lengthens compilation.
 const MAX_UNROLL: usize = 1024;
 
 struct WgslFinish {
@@ -157,7 +159,7 @@ fn main(@builtin(global_invocation_id) rg_gid: vec3<u32>, @builtin(workgroup_id)
 {body}}}
 ",
             globals = sh.globals,
-            body = unroll_column_loops(&sh.body, MAX_UNROLL)
+            body = if sh.divergent_loops { unroll_column_loops(&sh.body, MAX_UNROLL) } else { sh.body.clone() }
         );
         Dispatch { label, source, entry: "main", bindings, workgroups, threads: [wx as u32, wy as u32], tables: sh.tables }
     }
