@@ -51,6 +51,17 @@ pub trait Executable: Send {
     }
 }
 
+/// An output with a NaN or infinity is an error naming its first such element.
+pub(crate) fn check_finite(name: &str, data: &[f32], width: usize) -> Result<()> {
+    match data.iter().position(|x| !x.is_finite()) {
+        Some(i) => {
+            let w = width.max(1);
+            Err(RuntimeError::Invalid(format!("output `{name}` has a non-finite value {} at row {}, column {}", data[i], i / w, i % w)))
+        }
+        None => Ok(()),
+    }
+}
+
 /// A device that can run programs.
 pub trait Backend {
     /// `cpu`, `wgpu`, `cuda`.
@@ -157,15 +168,7 @@ impl Executable for CompiledCpu {
         for (name, b) in &self.plan.outputs {
             let info = &self.plan.buffers[b.0];
             let data = buffers[b.0].clone().ok_or_else(|| RuntimeError::Invalid(format!("output `{name}` was not computed")))?;
-            if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-                let w = info.width.max(1);
-                return Err(RuntimeError::Invalid(format!(
-                    "output `{name}` has a non-finite value {} at row {}, column {}",
-                    data[i],
-                    i / w,
-                    i % w
-                )));
-            }
+            check_finite(name, &data, info.width)?;
             out.push((name.clone(), Tensor::new(vec![data.len() / info.width.max(1), info.width], data)));
         }
         Ok(out)

@@ -15,7 +15,7 @@
 //! Status: type-checked and tested for the missing-driver path on machines without a GPU; its
 //! differential tests and benchmarks run where a CUDA GPU is present.
 
-use crate::backend::{compile_kernels, graph_index, Backend, Executable};
+use crate::backend::{check_finite, compile_kernels, graph_index, Backend, Executable};
 use crate::graph::ExecGraph;
 use crate::{Result, RuntimeError, Tensor};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
@@ -437,15 +437,7 @@ impl Executable for CompiledCuda {
                     .map_err(|e| device_error(&format!("reading `{name}` back"), e))?;
             }
             let data = decode(&host, self.storage);
-            if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-                let w = (*width).max(1);
-                return Err(RuntimeError::Invalid(format!(
-                    "output `{name}` has a non-finite value {} at row {}, column {}",
-                    data[i],
-                    i / w,
-                    i % w
-                )));
-            }
+            check_finite(name, &data, *width)?;
             out.push((name.clone(), Tensor::new(vec![*rows, *width], data)));
         }
         Ok(out)

@@ -12,7 +12,7 @@
 //! wgpu reports validation and allocation failures through error scopes; every call that can
 //! fail runs inside one, so failures become errors, never panics.
 
-use crate::backend::{compile_kernels, graph_index, Backend, Executable};
+use crate::backend::{check_finite, compile_kernels, graph_index, Backend, Executable};
 use crate::graph::ExecGraph;
 use crate::layout::GraphLayout;
 use crate::{Result, RuntimeError, Tensor};
@@ -176,12 +176,11 @@ impl WgpuBackend {
     }
 }
 
-/// A device buffer and the range of it an array occupies.
+/// A device buffer and where in it an array starts.
 #[derive(Clone)]
 struct Placed {
     buffer: Arc<wgpu::Buffer>,
     offset: u64,
-    bytes: u64,
 }
 
 struct CompiledWgpu {
@@ -300,15 +299,15 @@ impl Backend for WgpuBackend {
             let bytes = (rows * b.width) as u64 * elem_bytes;
             let id = rgnn_ir::level2::BufferId(i);
             let p = match (&b.role, memory.offsets[i]) {
-                (BufferRole::Intermediate, Some(offset)) => Placed { buffer: arena.clone(), offset: offset as u64, bytes },
+                (BufferRole::Intermediate, Some(offset)) => Placed { buffer: arena.clone(), offset: offset as u64 },
                 (BufferRole::Input(name), _) => {
                     let x = graph.inputs.get(name).ok_or_else(|| RuntimeError::Mismatch(format!("the graph has no input `{name}`")))?;
                     let buffer = alloc(&format!("input `{name}`"), bytes, storage, Some(&encode(&x.data)))?;
-                    Placed { buffer, offset: 0, bytes }
+                    Placed { buffer, offset: 0 }
                 }
                 _ => {
                     let buffer = alloc(&format!("buffer `{}`", b.name), bytes, storage | wgpu::BufferUsages::COPY_SRC, None)?;
-                    Placed { buffer, offset: 0, bytes }
+                    Placed { buffer, offset: 0 }
                 }
             };
             if let BufferRole::Output(name) = &b.role {
@@ -349,7 +348,7 @@ impl Backend for WgpuBackend {
                 _ => bytes.len() as u64,
             };
             let buffer = alloc(&what, len, storage, Some(&bytes))?;
-            placed.insert(a, Placed { buffer, offset: 0, bytes: len });
+            placed.insert(a, Placed { buffer, offset: 0 });
         }
 
         // Pipelines and bind groups.
@@ -360,7 +359,7 @@ impl Backend for WgpuBackend {
             for (t, data) in d.tables.iter().enumerate() {
                 let bytes: &[u8] = bytemuck::cast_slice(data);
                 let buffer = alloc(&format!("table {t} of `{}`", d.label), bytes.len() as u64, storage, Some(bytes))?;
-                tables.push(Placed { buffer, offset: 0, bytes: bytes.len() as u64 });
+                tables.push(Placed { buffer, offset: 0 });
             }
             let ranges: Vec<(Arc<wgpu::Buffer>, u64, u64)> = d
                 .bindings
@@ -377,7 +376,6 @@ impl Backend for WgpuBackend {
                     let r = b.range();
                     let start = p.offset + r.start as u64 * eb;
                     let size = align_up(((r.end.saturating_sub(r.start)) as u64 * eb).max(4), 4);
-                    let _ = p.bytes;
                     (p.buffer.clone(), start, size)
                 })
                 .collect();
@@ -455,15 +453,7 @@ impl Executable for CompiledWgpu {
                 }
             };
             readback.unmap();
-            if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-                let w = (*width).max(1);
-                return Err(RuntimeError::Invalid(format!(
-                    "output `{name}` has a non-finite value {} at row {}, column {}",
-                    data[i],
-                    i / w,
-                    i % w
-                )));
-            }
+            check_finite(name, &data, *width)?;
             out.push((name.clone(), Tensor::new(vec![*rows, *width], data)));
         }
         Ok(out)
