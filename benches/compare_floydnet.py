@@ -4,7 +4,11 @@
 
     python benches/compare_floydnet.py --model floydnet_n64.model.safetensors \
         --graph floydnet_n64.graph.safetensors [--threads 2] [--reps 3] [--warmup 1] \
-        [--rgnn target/release/rgnn] [--results results.jsonl]
+        [--rgnn target/release/rgnn] [--results results.jsonl] [--device cpu|cuda] [--backend cpu|cuda|wgpu]
+
+`--device cuda` runs the official package on the GPU (synchronised timing, peak device memory from
+torch.cuda.max_memory_allocated, out-of-memory recorded as such); `--backend` picks rgnn's backend
+(default: cuda with --device cuda, else cpu).
 
 The reference runs in a fresh subprocess (this script with --worker) so its memory is its own:
 it builds `PivotalAttentionBlock(**config)` per block under `blocks.<i>`, loads the weights with a
@@ -71,26 +75,40 @@ def worker(args):
     model = Model().eval()
     model.load_state_dict(load_file(args.model), strict=True)
     g = load_file(args.graph)
-    pair = g["pair"].float()
+    dev = torch.device(args.device)
+    model = model.to(dev)
+    pair = g["pair"].float().to(dev)
     mask = g.get("node_mask")
+    mask = mask.to(dev) if mask is not None else None
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
 
     def rss():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     rss0 = rss()
-    with torch.no_grad():
-        for _ in range(args.warmup):
-            out = floydnet_stack_forward(model.blocks, pair, mask)
-        times = []
-        for _ in range(args.reps):
-            t0 = time.perf_counter()
-            out = floydnet_stack_forward(model.blocks, pair, mask)
-            times.append(time.perf_counter() - t0)
+    try:
+        with torch.no_grad():
+            for _ in range(args.warmup):
+                out = floydnet_stack_forward(model.blocks, pair, mask)
+            times = []
+            for _ in range(args.reps):
+                sync()
+                t0 = time.perf_counter()
+                out = floydnet_stack_forward(model.blocks, pair, mask)
+                sync()
+                times.append(time.perf_counter() - t0)
+    except torch.cuda.OutOfMemoryError:
+        with open(args.worker_json, "w") as f:
+            json.dump({"oom": True, "N": pair.shape[1]}, f)
+        return
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    save_file({"out": out.contiguous()}, args.worker_out)
+    growth = torch.cuda.max_memory_allocated() if args.device == "cuda" else max(0, maxrss - rss0)
+    save_file({"out": out.contiguous().cpu()}, args.worker_out)
     with open(args.worker_json, "w") as f:
-        json.dump({"times": times, "forward_rss_growth_bytes": max(0, maxrss - rss0),
+        json.dump({"times": times, "forward_rss_growth_bytes": growth,
                    "process_maxrss_bytes": maxrss, "torch": torch.__version__,
                    "B": pair.shape[0], "N": pair.shape[1], "C": pair.shape[3],
                    "H": cfg["layers"][0]["num_heads"], "blocks": len(blocks)}, f)
@@ -106,6 +124,8 @@ def main(argv=None):
     ap.add_argument("--rgnn", default=os.path.join(REPO, "target", "release", "rgnn"))
     ap.add_argument("--results", default=None)
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the official package runs")
+    ap.add_argument("--backend", default=None, choices=["cpu", "cuda", "wgpu"], help="rgnn's backend")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     ap.add_argument("--worker-json", help=argparse.SUPPRESS)
@@ -113,6 +133,7 @@ def main(argv=None):
     if args.worker:
         worker(args)
         return 0
+    backend = args.backend or ("cuda" if args.device == "cuda" else "cpu")
 
     from compare_pyg import run_quiet, run_rgnn_bench  # same helpers as the PyG comparison
     import torch
@@ -123,14 +144,21 @@ def main(argv=None):
         ref_path, wjson = os.path.join(tmp, "ref.safetensors"), os.path.join(tmp, "worker.json")
         run_quiet([sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model,
                    "--graph", args.graph, "--threads", str(args.threads), "--reps", str(args.reps),
-                   "--warmup", str(args.warmup), "--worker-out", ref_path, "--worker-json", wjson], env)
+                   "--warmup", str(args.warmup), "--worker-out", ref_path, "--worker-json", wjson,
+                   "--device", args.device], env)
         with open(wjson) as f:
             w = json.load(f)
+        if w.get("oom"):
+            print(f"| FloydNet | N={w['N']} | official package out of memory on {args.device} |")
+            if args.results:
+                with open(args.results, "a") as f:
+                    f.write(json.dumps({"model_file": args.model, "N": w["N"], "floydnet": "out of memory", "device": args.device}) + "\n")
+            return 0
         ref = load_file(ref_path)["out"]
 
         opath = os.path.join(tmp, "out.safetensors")
         run_quiet([args.rgnn, "run", "--model", args.model, "--graph", args.graph, "--out", opath,
-                   "--backend", "cpu"], env)
+                   "--backend", backend], env)
         got = load_file(opath)["out"]
         if tuple(got.shape) != tuple(ref.shape):
             raise SystemExit(f"output shapes differ: rgnn {tuple(got.shape)} vs floydnet {tuple(ref.shape)}")
@@ -139,7 +167,7 @@ def main(argv=None):
         max_abs = float(d.abs().max())
 
         bench, rgnn_maxrss = run_rgnn_bench(args.rgnn, args.model, args.graph, args.reps,
-                                            os.path.join(tmp, "bench.json"), env, tmp)
+                                            os.path.join(tmp, "bench.json"), env, tmp, backend)
 
     fl_median = statistics.median(w["times"])
     shape = f"B={w['B']} N={w['N']} C={w['C']} H={w['H']} x{w['blocks']}"
@@ -152,6 +180,7 @@ def main(argv=None):
         "floydnet_process_maxrss_bytes": w["process_maxrss_bytes"],
         "rgnn_peak_bytes": bench.get("peak_bytes"), "rgnn_process_maxrss_bytes": rgnn_maxrss,
         "rel_err": rel_err, "max_abs_err": max_abs, "match": rel_err <= args.tol,
+        "device": args.device, "backend": backend, "rgnn_timing": bench.get("timing"),
         "torch": w["torch"], "model_file": args.model, "graph_file": args.graph,
     }
     mb = lambda b: f"{b / 2**20:.0f}" if b is not None else "n/a"  # noqa: E731

@@ -4,7 +4,11 @@ and time both.
 
     python benches/compare_pyg.py --model M.model.safetensors \
         --graph G.graph.safetensors [--threads 2] [--reps 5] [--warmup 1] [--rgnn target/release/rgnn] \
-        [--shape NAME] [--results results.jsonl]
+        [--shape NAME] [--results results.jsonl] [--device cpu|cuda] [--backend cpu|cuda|wgpu]
+
+`--device cuda` runs PyG on the GPU (timed with torch.cuda.synchronize around each pass; peak
+device memory from torch.cuda.max_memory_allocated, out-of-memory recorded as such) and
+`--backend` picks rgnn's backend (default: cuda with --device cuda, else cpu).
 
 - Builds the PyG module from the file's `rgnn.config` (RGCNConv / RGATConv / HGTConv with the
   config's constructor arguments, one `convs.<i>` per layer, the config's activations between
@@ -135,9 +139,9 @@ def run_quiet(cmd, env):
     return p
 
 
-def run_rgnn_bench(rgnn, model, graph, reps, jpath, env, tmp):
-    """`rgnn bench --backend cpu --json`; returns (json, process max RSS in bytes or None)."""
-    cmd = [rgnn, "bench", "--model", model, "--graph", graph, "--backend", "cpu", "--reps", str(reps),
+def run_rgnn_bench(rgnn, model, graph, reps, jpath, env, tmp, backend="cpu"):
+    """`rgnn bench --backend B --json`; returns (json, process max RSS in bytes or None)."""
+    cmd = [rgnn, "bench", "--model", model, "--graph", graph, "--backend", backend, "--reps", str(reps),
            "--json", jpath]
     tfile = os.path.join(tmp, "time.txt")
     timed = os.path.exists("/usr/bin/time")
@@ -168,7 +172,10 @@ def main(argv=None):
     ap.add_argument("--shape", default=None, help="label of the graph shape in the table")
     ap.add_argument("--results", default=None, help="append a JSON line here")
     ap.add_argument("--tol", type=float, default=1e-4, help="rel err above this is flagged MISMATCH")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where PyG runs")
+    ap.add_argument("--backend", default=None, choices=["cpu", "cuda", "wgpu"], help="rgnn's backend")
     args = ap.parse_args(argv)
+    backend = args.backend or ("cuda" if args.device == "cuda" else "cpu")
 
     torch.set_num_threads(args.threads)
     cfg = read_config(args.model)
@@ -179,26 +186,45 @@ def main(argv=None):
     kind = "+".join(l["type"] for l in cfg["layers"])
     shape = args.shape or os.path.basename(args.graph).split(".")[0]
 
-    # PyG timing.
+    # PyG timing (on the GPU with --device cuda).
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    to_dev = lambda v: {k: t.to(dev) for k, t in v.items()} if isinstance(v, dict) else v.to(dev)  # noqa: E731
+    model = model.to(dev)
+    inputs = tuple(to_dev(v) for v in inputs)
     rss0 = rss_bytes()
-    with torch.no_grad():
-        for _ in range(args.warmup):
-            ref = model(*inputs)
-        times = []
-        for _ in range(args.reps):
-            t0 = time.perf_counter()
-            ref = model(*inputs)
-            times.append(time.perf_counter() - t0)
-    pyg_peak_growth = max(0, maxrss_bytes() - rss0)
+    pyg_oom = False
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with torch.no_grad():
+            for _ in range(args.warmup):
+                ref = model(*inputs)
+            times = []
+            for _ in range(args.reps):
+                sync()
+                t0 = time.perf_counter()
+                ref = model(*inputs)
+                sync()
+                times.append(time.perf_counter() - t0)
+    except torch.cuda.OutOfMemoryError:
+        pyg_oom = True
+    if pyg_oom:
+        print(f"| {'+'.join(l['type'] for l in cfg['layers'])} | {args.shape or args.graph} | PyG out of memory on {args.device} |")
+        if args.results:
+            with open(args.results, "a") as f:
+                f.write(json.dumps({"model_file": args.model, "graph_file": args.graph, "pyg": "out of memory", "device": args.device}) + "\n")
+        return 0
+    pyg_peak_growth = (torch.cuda.max_memory_allocated() if args.device == "cuda" else max(0, maxrss_bytes() - rss0))
     pyg_median = statistics.median(times)
-    ref = as_outputs(ref)
+    ref = {k: v.cpu() for k, v in as_outputs(ref).items()}
 
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     with tempfile.TemporaryDirectory() as tmp:
         # Correctness: rgnn run vs PyG.
         opath = os.path.join(tmp, "out.safetensors")
         run_quiet([args.rgnn, "run", "--model", args.model, "--graph", args.graph, "--out", opath,
-                   "--backend", "cpu"], env)
+                   "--backend", backend], env)
         got = load_file(opath)
         if sorted(got) != sorted(ref):
             raise SystemExit(f"output names differ: rgnn {sorted(got)} vs PyG {sorted(ref)}")
@@ -210,7 +236,7 @@ def main(argv=None):
         # Timing: rgnn bench; its process max RSS through /usr/bin/time (a fork's wait4 rusage
         # would count the Python parent's pages copied before exec).
         jpath = os.path.join(tmp, "bench.json")
-        bench, rgnn_maxrss = run_rgnn_bench(args.rgnn, args.model, args.graph, args.reps, jpath, env, tmp)
+        bench, rgnn_maxrss = run_rgnn_bench(args.rgnn, args.model, args.graph, args.reps, jpath, env, tmp, backend)
 
     row = {
         "model": kind, "shape": shape, "nodes": nodes, "edges": edges, "threads": args.threads,
@@ -220,10 +246,12 @@ def main(argv=None):
         "rgnn_peak_bytes": bench.get("peak_bytes"), "rgnn_process_maxrss_bytes": rgnn_maxrss,
         "pyg_forward_rss_growth_bytes": pyg_peak_growth,
         "rel_err": rel_err, "max_abs_err": max_abs, "match": rel_err <= args.tol,
+        "device": args.device, "backend": backend, "rgnn_timing": bench.get("timing"),
         "torch": torch.__version__, "torch_geometric": torch_geometric.__version__,
         "model_file": args.model, "graph_file": args.graph,
     }
-    print("| model | shape | PyG median s | rgnn median s | PyG/rgnn | rgnn peak_bytes | rgnn max RSS MB | PyG fwd RSS growth MB | rel err |")
+    mem = "PyG peak device MB" if args.device == "cuda" else "PyG fwd RSS growth MB"
+    print(f"| model | shape | PyG median s | rgnn median s | PyG/rgnn | rgnn peak_bytes | rgnn max RSS MB | {mem} | rel err |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {kind} | {shape} | {pyg_median:.4f} | {bench['median_s']:.4f} | {row['ratio_pyg_over_rgnn']:.2f} | "
           f"{bench.get('peak_bytes')} | {rgnn_maxrss / 2**20 if rgnn_maxrss else float('nan'):.0f} | {pyg_peak_growth / 2**20:.0f} | "

@@ -62,10 +62,17 @@ impl Lang {
             Lang::Wgsl => format!("var {v}: u32 = {from}"),
             Lang::Cuda => format!("unsigned {v} = {from}"),
         };
-        if step == "1u" {
+        let header = if step == "1u" {
             format!("for ({init}; {v} < {to}; {v}++) {{")
         } else {
             format!("for ({init}; {v} < {to}; {v} += {step}) {{")
+        };
+        // CUDA: unroll short loops with constant bounds fully, so per-thread rows indexed by the
+        // loop variable stay in registers instead of local memory.
+        let constant_trip = from == "0u" && to.strip_suffix('u').and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| n <= 64);
+        match self {
+            Lang::Cuda if constant_trip => format!("\n#pragma unroll\n{header}"),
+            _ => header,
         }
     }
     /// A float literal that reads back as the same f32 (infinities become ±f32::MAX).

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Everything the CUDA backend's verification and benchmarks need on a GPU machine, in one run.
+# Build here (`cargo build --release -p rgnn -p rgnn-benches`), carry target/release/rgnn and
+# target/release/rgnn-synth with the repository, then on the GPU machine:
+#
+#   benches/gpu.sh                 # fixtures on cuda (f32, bf16), PyG vs rgnn, FloydNet vs official
+#
+# Environment: RGNN (target/release/rgnn), SYNTH (target/release/rgnn-synth), PY (python3 with
+# torch, torch_geometric 2.8 and floydnet), OUT (target/bench-gpu), SHAPES (Hector's eight),
+# FLOYD_N (256 512 1024), REPS (10), SETTINGS ("64:1 128:8": channels:heads).
+# Writes $OUT/fixtures-*.txt, $OUT/pyg.jsonl, $OUT/floydnet.jsonl, $OUT/log.txt and nvidia-smi's
+# report ($OUT/gpu.txt) for docs/BENCHMARKS.md.
+set -u
+cd "$(dirname "$0")/.."
+RGNN=${RGNN:-target/release/rgnn}
+SYNTH=${SYNTH:-target/release/rgnn-synth}
+PY=${PY:-python3}
+OUT=${OUT:-target/bench-gpu}
+SHAPES=${SHAPES:-"aifb mutag bgs am ogbn-mag fb15k-237 ogbl-biokg ogbl-wikikg2"}
+FLOYD_N=${FLOYD_N:-"256 512 1024"}
+REPS=${REPS:-10}
+SETTINGS=${SETTINGS:-"64:1 128:8"}
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+: > "$LOG"
+(nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv) > "$OUT/gpu.txt" 2>&1
+echo "== rgnn $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(head -1 "$OUT/gpu.txt")" | tee -a "$LOG"
+
+echo "== fixtures on --backend cuda" | tee -a "$LOG"
+for dtype in f32 bf16 f16; do
+    "$PY" tools/check_backend.py --backend cuda --dtype "$dtype" --rgnn "$RGNN" > "$OUT/fixtures-$dtype.txt" 2>&1
+    tail -1 "$OUT/fixtures-$dtype.txt" | tee -a "$LOG"
+done
+
+echo "== PyG on cuda vs rgnn cuda" | tee -a "$LOG"
+for setting in $SETTINGS; do
+    ch=${setting%%:*}; heads=${setting##*:}
+    data="$OUT/data-$ch-h$heads"
+    for s in $SHAPES; do
+        "$SYNTH" --shape "$s" --features "$ch" --out-channels "$ch" --heads "$heads" --out "$data" >>"$LOG" 2>&1
+        for m in rgcn rgat hgt; do
+            g="$data/$s.graph.safetensors"
+            [ "$m" = hgt ] && g="$data/$s.hetero.graph.safetensors"
+            "$PY" -W ignore benches/compare_pyg.py --device cuda --backend cuda --rgnn "$RGNN" --reps "$REPS" \
+                --model "$data/$s.$m.model.safetensors" --graph "$g" --shape "$s ${ch}x$heads" \
+                --results "$OUT/pyg.jsonl" 2>>"$LOG" | tail -1 | tee -a "$LOG"
+        done
+    done
+done
+
+echo "== FloydNet (C=128, H=8) on cuda vs rgnn cuda" | tee -a "$LOG"
+for n in $FLOYD_N; do
+    "$SYNTH" --floydnet "$n" --channels 128 --heads 8 --batch 1 --out "$OUT/data-floyd" >>"$LOG" 2>&1
+    "$PY" -W ignore benches/compare_floydnet.py --device cuda --backend cuda --rgnn "$RGNN" --reps 3 \
+        --model "$OUT/data-floyd/floydnet_n$n.model.safetensors" --graph "$OUT/data-floyd/floydnet_n$n.graph.safetensors" \
+        --results "$OUT/floydnet.jsonl" 2>>"$LOG" | tail -1 | tee -a "$LOG"
+done
