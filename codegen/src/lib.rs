@@ -1,15 +1,15 @@
 //! # rgnn-codegen — from what a model computes to how it runs
 //!
 //! The compiler takes a level-1 program (`rgnn-ir`) and the graph it will run on, and produces a
-//! level-2 program: passes on level 1 (linear reordering, compact materialisation chosen per
-//! relation, fusion into template instances), lowering to kernel instances of the templates in
-//! `rgnn-kernels`, memory planning (lifetimes to arena offsets) and the stable kernel cache keys
-//! the GPU backends use.
+//! level-2 program: passes on level 1 ([`passes`]: linear reordering, common values, dead
+//! values), compact materialisation chosen per relation ([`compaction`]), lowering with fusion
+//! into instances of the templates in `rgnn-kernels` ([`lower`]) and memory planning
+//! ([`memory`]: lifetimes to arena offsets). The GPU backends key their kernel caches by a hash
+//! of the generated source (`rgnn-kernels` writes it; `rgnn-runtime` caches it).
 //!
 //! Every pass is a named function from program to program; each preserves what the program
 //! computes, which the test suite checks with the level-1 interpreter on every fixture, pass by
-//! pass. Status: the level-1 passes ([`passes`]) are in place; lowering to level 2, fusion and
-//! memory planning come next, and until then backends run the (optimised) level-1 program.
+//! pass. A program the lowering does not cover runs on the level-1 interpreter (CPU backend).
 
 pub mod compaction;
 pub mod lower;

@@ -6,7 +6,7 @@
 //! Fused computation inside a kernel is a [`RowProgram`]: a straight-line list of row-local
 //! operators over slots, whose loads name a buffer and how the kernel's current row reaches the
 //! buffer's row ([`RowRef`]). The CPU templates interpret row programs; the WGSL and CUDA
-//! generators will compile them.
+//! generators compile them into straight-line code (`rgnn_kernels::source`).
 
 use crate::{Activation, BinaryFn, Domain, NormKind, ParamDef, ParamId, Reduce, RowIndex, Shape, SoftmaxGroup, ValueId, WeightSelect};
 use std::fmt::Write;

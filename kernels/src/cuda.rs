@@ -8,8 +8,11 @@
 //! back at the store. Math is inline PTX or plain arithmetic (no libdevice), so `rg_exp` is the
 //! CPU backend's Cody–Waite exponential (relative error below 5e-7) on every device.
 //!
-//! Status: the SIMT forms of every template. Tensor-core GEMMs (`mma.sync` with `cp.async`
-//! double buffering) are the next step; see the CUDA backend's notes in docs/BENCHMARKS.md.
+//! GEMMs with f16 / bf16 storage run on tensor cores (`mma.sync.m16n8k16`, f32 accumulation;
+//! [`CudaOptions::tensor_cores`]); f32 storage uses the SIMT GEMM, so f32 results stay within
+//! 1e-5 (no tf32). Not yet: `cp.async` double buffering, a tf32 option, warp-per-destination
+//! traversals. The tensor-core path has only been compiled (clang, sm_80), not run: the host
+//! emulation runs the SIMT path.
 
 use crate::cpu::GraphIndex;
 use crate::gpu::{Binding, Dispatch, Elem};
@@ -23,11 +26,14 @@ use std::fmt::Write;
 pub struct CudaOptions {
     /// Storage type of activations (arithmetic is f32).
     pub storage: DType,
+    /// With f16 / bf16 storage, GEMMs on tensor cores (`mma.sync`, sm_80+). Off: the SIMT
+    /// GEMM (any architecture, and the host emulation).
+    pub tensor_cores: bool,
 }
 
 impl Default for CudaOptions {
     fn default() -> Self {
-        CudaOptions { storage: DType::F32 }
+        CudaOptions { storage: DType::F32, tensor_cores: true }
     }
 }
 
@@ -46,7 +52,8 @@ pub const ENTRY: &str = "rgnn_kernel";
 /// Generate every dispatch of `kp` for the graph `g` (see [`crate::wgsl::generate`]).
 pub fn generate(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphIndex, opts: &CudaOptions) -> Result<CudaProgram, String> {
     let scratch_elems = scratch_sizes(kp, param_shapes, g);
-    let ctx = GenCtx { lang: Lang::Cuda, kp, param_shapes, g, storage: opts.storage, scratch_elems };
+    let tensor_cores = opts.tensor_cores && matches!(opts.storage, DType::F16 | DType::BF16);
+    let ctx = GenCtx { lang: Lang::Cuda, kp, param_shapes, g, storage: opts.storage, scratch_elems, tensor_cores };
     let dispatches = crate::templates::generate(&ctx, &CudaFinish)?;
     Ok(CudaProgram { dispatches, scratch_elems })
 }
@@ -102,6 +109,17 @@ RG_FN unsigned rg_to_bits(float f) { unsigned u; asm("mov.b32 %0, %1;" : "=r"(u)
 RG_FN float rg_round(float x) { float r; asm("cvt.rni.f32.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
 RG_FN float rg_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 RG_FN unsigned short rg_f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+// Tensor cores: D = A·B + D for one 16×8 tile, K = 16, f32 accumulators (PTX ISA fragment layouts:
+// lane = 4g + t holds A (g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..); B (k 2t..2t+1, n g),
+// (k 2t+8.., n g); C (g, 2t..2t+1), (g+8, 2t..2t+1)).
+RG_FN void rg_mma_bf16(float* d, const unsigned* a, const unsigned* b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+RG_FN void rg_mma_f16(float* d, const unsigned* a, const unsigned* b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
 #endif
 RG_FN unsigned rg_minu(unsigned a, unsigned b) { return a < b ? a : b; }
 RG_FN float rg_sel(float f, float t, bool c) { return c ? t : f; }

@@ -129,6 +129,8 @@ pub struct GenCtx<'a> {
     pub storage: DType,
     /// Elements of the two scratch buffers.
     pub scratch_elems: [usize; 2],
+    /// CUDA with f16 / bf16 storage: GEMMs on tensor cores (`mma.sync`).
+    pub tensor_cores: bool,
 }
 
 /// Elements of the scratch buffers: the largest GEMM input rows computed by a prologue pass,

@@ -14,6 +14,7 @@
 
 use crate::gpu::{gemm_row_groups, gemm_tiles, grid, ArrayRef, Dispatch, Elem, IndexArray};
 use crate::source::{GenCtx, Lang, Shader, NEG_BIG};
+use rgnn_ir::level2::DType;
 use rgnn_ir::level2::*;
 use rgnn_ir::{Domain, Reduce, SoftmaxGroup};
 use std::fmt::Write;
@@ -113,7 +114,6 @@ impl<'c, 'a> Templates<'c, 'a> {
     }
 
     fn gemm(&self, k: usize, gk: &GemmKernel, out: &mut Vec<Dispatch>) -> Result<(), String> {
-        let l = self.l;
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (types, blocks, bin, bout) = (shape[0], shape[1], shape[2], shape[3]);
         let (in_w, out_w) = (blocks * bin, blocks * bout);
@@ -135,6 +135,158 @@ impl<'c, 'a> Templates<'c, 'a> {
         let tile_grid = grid(n_tiles, self.fin.max_workgroups_per_dim());
         let workgroups = [tile_grid[0], (blocks * col_tiles) as u32, tile_grid[1]];
 
+        if self.ctx.tensor_cores {
+            let sh = self.gemm_mma(gk, a_array, a_at, c_array, row_list, tiles, col_tiles, tile_grid[0]);
+            out.push(self.fin.finish(sh, format!("k{k} gemm (tensor cores)"), workgroups));
+        } else {
+            self.gemm_simt(k, gk, a_array, a_at, c_array, row_list, tiles, out);
+        }
+        if !plain_epilogue {
+            let w = self.ctx.kp.buffer(gk.output).width;
+            out.push(self.rowwise(
+                format!("k{k} gemm epilogue"),
+                gk.domain,
+                &gk.epilogue,
+                Some((ArrayRef::Scratch(1), out_w)),
+                ArrayRef::Data(gk.output),
+                w,
+                RowRef::Own,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// CUDA, f16 / bf16 storage: 64×64 output tiles per block of 4 warps, each warp 32×32 as 2×4
+    /// `mma.sync.m16n8k16` tiles with f32 accumulators; operands staged through shared memory
+    /// as 16-bit values (A row-major, B transposed so each lane's k pairs are adjacent).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_mma(
+        &self,
+        gk: &GemmKernel,
+        a_array: ArrayRef,
+        a_at: RowRef,
+        c_array: ArrayRef,
+        row_list: Vec<u32>,
+        tiles: Vec<u32>,
+        col_tiles: usize,
+        grid_x: u32,
+    ) -> Shader<'c, 'a> {
+        let shape = &self.ctx.param_shapes[gk.weight.0];
+        let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
+        let (in_w, out_w) = (blocks * bin, blocks * bout);
+        let (to16, mma) = match self.ctx.storage {
+            DType::F16 => ("rg_f2h", "rg_mma_f16"),
+            _ => ("rg_f2b", "rg_mma_bf16"),
+        };
+        let n_tiles = tiles.len() / 3;
+        let mut sh = Shader::new(self.ctx, (128, 1));
+        let rows_t = sh.table(row_list);
+        let tiles_t = sh.table(tiles);
+        sh.globals.push_str(&format!(
+            "__shared__ __attribute__((aligned(16))) unsigned short sa[{}];\n__shared__ __attribute__((aligned(16))) unsigned short sbt[{}];\n__shared__ unsigned arow[{TM}];\n__shared__ unsigned orow[{TM}];\n",
+            TM * TK,
+            TN * TK
+        ));
+        let t_type = sh.ld(tiles_t, "tile * 3u");
+        let t_start = sh.ld(tiles_t, "tile * 3u + 1u");
+        let t_cnt = sh.ld(tiles_t, "tile * 3u + 2u");
+        let r = sh.ld(rows_t, "start + li");
+        let a_row = sh.resolve(gk.domain, "r", a_at);
+        let a_val = sh.ld(a_array, &format!("arow[m] * {in_w}u + blk * {bin}u + k0 + kk"));
+        let w_val = sh.ld(ArrayRef::Param(gk.weight), &format!("((ttype * {blocks}u + blk) * {bin}u + k0 + kb) * {bout}u + n0 + nb"));
+        let st = sh.st(c_array, &format!("orow[m] * {out_w}u + blk * {bout}u + n"), "acc[i][j][e]");
+        let _ = writeln!(
+            sh.body,
+            "    const unsigned tile = wg_x + wg_z * {grid_x}u;
+    if (tile >= {n_tiles}u) {{ return; }}
+    const unsigned ttype = {t_type};
+    const unsigned start = {t_start};
+    const unsigned cnt = {t_cnt};
+    const unsigned blk = wg_y / {col_tiles}u;
+    const unsigned n0 = (wg_y % {col_tiles}u) * {TN}u;
+    const unsigned lane = li & 31u, warp = li >> 5u, g = lane >> 2u, t = lane & 3u;
+    const unsigned wm = (warp >> 1u) * 32u, wn = (warp & 1u) * 32u;
+    if (li < cnt) {{
+        const unsigned r = {r};
+        orow[li] = r;
+        arow[li] = {a_row};
+    }}
+    __syncthreads();
+    float acc[2][4][4] = {{}};
+    for (unsigned k0 = 0u; k0 < {bin}u; k0 += {TK}u) {{
+#pragma unroll
+        for (unsigned q = 0u; q < {per}u; q++) {{
+            const unsigned idx = li + q * 128u;
+            const unsigned m = idx / {TK}u, kk = idx % {TK}u;
+            float a = 0.0f;
+            if (m < cnt && k0 + kk < {bin}u) {{ a = {a_val}; }}
+            sa[m * {TK}u + kk] = {to16}(a);
+            const unsigned kb = idx / {TN}u, nb = idx % {TN}u;
+            float w = 0.0f;
+            if (k0 + kb < {bin}u && n0 + nb < {bout}u) {{ w = {w_val}; }}
+            sbt[nb * {TK}u + kb] = {to16}(w);
+        }}
+        __syncthreads();
+        unsigned af[2][4], bf[4][2];
+#pragma unroll
+        for (unsigned i = 0u; i < 2u; i++) {{
+            const unsigned r0 = (wm + i * 16u + g) * {TK}u, r1 = r0 + 8u * {TK}u;
+            af[i][0] = *(const unsigned*)&sa[r0 + 2u * t];
+            af[i][1] = *(const unsigned*)&sa[r1 + 2u * t];
+            af[i][2] = *(const unsigned*)&sa[r0 + 2u * t + 8u];
+            af[i][3] = *(const unsigned*)&sa[r1 + 2u * t + 8u];
+        }}
+#pragma unroll
+        for (unsigned j = 0u; j < 4u; j++) {{
+            const unsigned c0 = (wn + j * 8u + g) * {TK}u;
+            bf[j][0] = *(const unsigned*)&sbt[c0 + 2u * t];
+            bf[j][1] = *(const unsigned*)&sbt[c0 + 2u * t + 8u];
+        }}
+#pragma unroll
+        for (unsigned i = 0u; i < 2u; i++) {{
+#pragma unroll
+            for (unsigned j = 0u; j < 4u; j++) {{ {mma}(acc[i][j], af[i], bf[j]); }}
+        }}
+        __syncthreads();
+    }}
+#pragma unroll
+    for (unsigned i = 0u; i < 2u; i++) {{
+#pragma unroll
+        for (unsigned j = 0u; j < 4u; j++) {{
+#pragma unroll
+            for (unsigned e = 0u; e < 4u; e++) {{
+                const unsigned m = wm + i * 16u + g + (e >> 1u) * 8u;
+                const unsigned n = n0 + wn + j * 8u + 2u * t + (e & 1u);
+                if (m < cnt && n < {bout}u) {{ {st} }}
+            }}
+        }}
+    }}",
+            per = TM * TK / 128,
+        );
+        sh
+    }
+
+    /// The SIMT GEMM (WGSL, CUDA with f32 storage or without tensor cores).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_simt(
+        &self,
+        k: usize,
+        gk: &GemmKernel,
+        a_array: ArrayRef,
+        a_at: RowRef,
+        c_array: ArrayRef,
+        row_list: Vec<u32>,
+        tiles: Vec<u32>,
+        out: &mut Vec<Dispatch>,
+    ) {
+        let l = self.l;
+        let shape = &self.ctx.param_shapes[gk.weight.0];
+        let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
+        let (in_w, out_w) = (blocks * bin, blocks * bout);
+        let n_tiles = tiles.len() / 3;
+        let col_tiles = bout.div_ceil(TN);
+        let tile_grid = grid(n_tiles, self.fin.max_workgroups_per_dim());
+        let workgroups = [tile_grid[0], (blocks * col_tiles) as u32, tile_grid[1]];
         let mut sh = Shader::new(self.ctx, (TN / 4, TM / 4));
         let rows_t = sh.table(row_list);
         let tiles_t = sh.table(tiles);
@@ -229,19 +381,6 @@ impl<'c, 'a> Templates<'c, 'a> {
             n_let = l.let_("n", "n0 + lid_x * 4u + j"),
         );
         out.push(self.fin.finish(sh, format!("k{k} gemm"), workgroups));
-        if !plain_epilogue {
-            let w = self.ctx.kp.buffer(gk.output).width;
-            out.push(self.rowwise(
-                format!("k{k} gemm epilogue"),
-                gk.domain,
-                &gk.epilogue,
-                Some((ArrayRef::Scratch(1), out_w)),
-                ArrayRef::Data(gk.output),
-                w,
-                RowRef::Own,
-            )?);
-        }
-        Ok(())
     }
 
     /// The traversal's dispatches: one thread per destination, or, when some destinations

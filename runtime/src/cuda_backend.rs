@@ -327,8 +327,13 @@ impl Backend for CudaBackend {
             .map_err(|e| RuntimeError::Invalid(format!("the cuda backend cannot run this model: {e}")))?;
         let index = graph_index(&graph, &layout);
         let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
-        let generated = rgnn_kernels::cuda::generate(&plan, &shapes, &index, &rgnn_kernels::cuda::CudaOptions { storage: options.storage })
-            .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))?;
+        let generated = rgnn_kernels::cuda::generate(
+            &plan,
+            &shapes,
+            &index,
+            &rgnn_kernels::cuda::CudaOptions { storage: options.storage, tensor_cores: true },
+        )
+        .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))?;
         let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
         let arrays = ArrayLayout::new(&plan, &memory, &generated, &params, &graph, &index, options.storage)?;
         let ArrayLayout { uploads, slot_of, table_slots, outputs_at } = arrays;
@@ -499,8 +504,13 @@ pub mod host_emulation {
         let (plan, layout) = compile_kernels(program, params, graph, options).map_err(|e| fail(e.to_string()))?;
         let index = graph_index(graph, &layout);
         let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
-        let generated = rgnn_kernels::cuda::generate(&plan, &shapes, &index, &rgnn_kernels::cuda::CudaOptions { storage: options.storage })
-            .map_err(fail)?;
+        let generated = rgnn_kernels::cuda::generate(
+            &plan,
+            &shapes,
+            &index,
+            &rgnn_kernels::cuda::CudaOptions { storage: options.storage, tensor_cores: false },
+        )
+        .map_err(fail)?;
         let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
         let arrays = ArrayLayout::new(&plan, &memory, &generated, params, graph, &index, options.storage)?;
         // Host "device memory": u64 words keep every array 8-byte aligned.

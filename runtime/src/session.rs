@@ -72,7 +72,7 @@ pub fn emit_cuda(model: &Model, graph: &Graph, options: rgnn_codegen::CompileOpt
         .map_err(|e| RuntimeError::Invalid(format!("the CUDA backend cannot run this model: {e}")))?;
     let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
     let index = crate::backend::graph_index(&exec_graph, &layout);
-    rgnn_kernels::cuda::generate(&plan, &shapes, &index, &rgnn_kernels::cuda::CudaOptions { storage: options.storage })
+    rgnn_kernels::cuda::generate(&plan, &shapes, &index, &rgnn_kernels::cuda::CudaOptions { storage: options.storage, tensor_cores: true })
         .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))
 }
 
