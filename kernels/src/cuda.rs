@@ -92,8 +92,20 @@ RG_FN float rg_sqrt(float x) { return __builtin_sqrtf(x); }
 RG_FN float rg_from_bits(unsigned u) { float f; __builtin_memcpy(&f, &u, 4); return f; }
 RG_FN unsigned rg_to_bits(float f) { unsigned u; __builtin_memcpy(&u, &f, 4); return u; }
 RG_FN float rg_round(float x) { return __builtin_rintf(x); }
-RG_FN float rg_h2f(unsigned short h) { _Float16 v; __builtin_memcpy(&v, &h, 2); return (float)v; }
-RG_FN unsigned short rg_f2h(float f) { _Float16 v = (_Float16)f; unsigned short h; __builtin_memcpy(&h, &v, 2); return h; }
+// IEEE half <-> float in plain C (host compilers differ in their _Float16 support).
+RG_FN float rg_h2f(unsigned short h) {
+    unsigned sign = ((unsigned)h & 0x8000u) << 16, e = ((unsigned)h >> 10) & 0x1fu, m = (unsigned)h & 0x3ffu;
+    if (e == 0) { float v = (float)m * 5.9604644775390625e-8f; return sign ? -v : v; }
+    if (e == 31) return rg_from_bits(sign | 0x7f800000u | (m << 13));
+    return rg_from_bits(sign | ((e + 112u) << 23) | (m << 13));
+}
+RG_FN unsigned short rg_f2h(float f) {
+    unsigned u = rg_to_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (unsigned short)(sign | 0x7e00u);
+    if (a >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);
+    if (a < 0x38800000u) return (unsigned short)(sign | (unsigned)__builtin_rintf(rg_from_bits(a) * 16777216.0f));
+    return (unsigned short)(sign | ((a + 0xfffu + ((a >> 13) & 1u) - 0x38000000u) >> 13));
+}
 #else
 RG_FN unsigned rg_sreg_tid_x() { unsigned r; asm("mov.u32 %0, %%tid.x;" : "=r"(r)); return r; }
 RG_FN unsigned rg_sreg_tid_y() { unsigned r; asm("mov.u32 %0, %%tid.y;" : "=r"(r)); return r; }

@@ -483,10 +483,13 @@ mod tests {
 pub mod host_emulation {
     use super::*;
 
-    /// The host C++ compiler, if one runs.
+    /// The host C++ compiler: `$RGNN_HOST_CXX`, else the first of `c++`, `g++`, `clang++` that runs.
     pub fn compiler() -> Option<String> {
-        let cxx = std::env::var("RGNN_HOST_CXX").unwrap_or_else(|_| "c++".into());
-        std::process::Command::new(&cxx).arg("--version").output().ok().filter(|o| o.status.success()).map(|_| cxx)
+        let candidates: Vec<String> = match std::env::var("RGNN_HOST_CXX") {
+            Ok(cxx) => vec![cxx],
+            Err(_) => ["c++", "g++", "clang++"].iter().map(|s| s.to_string()).collect(),
+        };
+        candidates.into_iter().find(|cxx| std::process::Command::new(cxx).arg("--version").output().is_ok_and(|o| o.status.success()))
     }
 
     /// Run `program` for `graph` through the CUDA C kernels on the host; outputs as the backends
