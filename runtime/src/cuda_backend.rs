@@ -15,13 +15,14 @@
 //! Status: type-checked and tested for the missing-driver path on machines without a GPU; its
 //! differential tests and benchmarks run where a CUDA GPU is present.
 
+use crate::arrays::{decode, ArrayLayout};
 use crate::backend::{check_finite, compile_kernels, graph_index, Backend, Executable};
 use crate::graph::ExecGraph;
+use crate::layout::GraphLayout;
 use crate::{Result, RuntimeError, Tensor};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
-use rgnn_ir::level2::{BufferRole, DType, KernelProgram};
+use rgnn_ir::level2::{DType, KernelProgram};
 use rgnn_ir::Program;
-use rgnn_kernels::gpu::ArrayRef;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -155,6 +156,25 @@ impl CudaGpu {
     }
 }
 
+/// The CUDA C a program runs on a graph: lowered for the graph (plan and layouts) and generated
+/// (`tensor_cores`: f16 / bf16 GEMMs on `mma.sync`; off for the host emulation).
+pub fn generate_cuda(
+    program: &Program,
+    params: &[Tensor],
+    graph: &ExecGraph,
+    options: &rgnn_codegen::CompileOptions,
+    tensor_cores: bool,
+) -> Result<(KernelProgram, GraphLayout, rgnn_kernels::cuda::CudaProgram)> {
+    let (plan, layout) = compile_kernels(program, params, graph, options)
+        .map_err(|e| RuntimeError::Invalid(format!("the cuda backend cannot run this model: {e}")))?;
+    let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
+    let index = graph_index(graph, &layout);
+    let generated =
+        rgnn_kernels::cuda::generate(&plan, &shapes, &index, &rgnn_kernels::cuda::CudaOptions { storage: options.storage, tensor_cores })
+            .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))?;
+    Ok((plan, layout, generated))
+}
+
 /// The CUDA backend on device 0.
 pub struct CudaBackend {
     gpu: Arc<CudaGpu>,
@@ -171,117 +191,6 @@ impl CudaBackend {
 /// runs one forward pass at a time (`run` takes `&mut self`).
 struct ForwardGraph(CudaGraph);
 unsafe impl Send for ForwardGraph {}
-
-/// Where every array of a generated program lives: a list of allocations (what, contents to
-/// upload, bytes) and, per array, (allocation, byte offset). Shared by the device backend and
-/// the host emulation used to test the generated CUDA C without a GPU.
-pub struct ArrayLayout {
-    pub uploads: Vec<(String, Vec<u8>, usize)>,
-    pub slot_of: HashMap<ArrayRef, (usize, usize)>,
-    /// Per dispatch, the allocation of each of its tables.
-    pub table_slots: Vec<Vec<usize>>,
-    /// (name, allocation, bytes, rows, width) of each output.
-    pub outputs_at: Vec<(String, usize, usize, usize, usize)>,
-}
-
-impl ArrayLayout {
-    pub fn new(
-        plan: &KernelProgram,
-        memory: &rgnn_codegen::MemoryPlan,
-        generated: &rgnn_kernels::cuda::CudaProgram,
-        params: &[Tensor],
-        graph: &ExecGraph,
-        index: &rgnn_kernels::cpu::GraphIndex,
-        storage: DType,
-    ) -> Result<Self> {
-        let elem_bytes = storage.bytes();
-        let encode = |data: &[f32]| -> Vec<u8> {
-            match storage {
-                DType::F16 => data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
-                DType::BF16 => data.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
-                DType::F32 => bytemuck::cast_slice(data).to_vec(),
-            }
-        };
-        let mut uploads: Vec<(String, Vec<u8>, usize)> = vec![];
-        let mut slot_of: HashMap<ArrayRef, (usize, usize)> = HashMap::new();
-        uploads.push(("the intermediate arena".into(), vec![], memory.planned_bytes.max(256)));
-        let mut outputs_at = vec![];
-        for (i, b) in plan.buffers.iter().enumerate() {
-            let bytes = index.rows(b.domain) * b.width * elem_bytes;
-            let id = ArrayRef::Data(rgnn_ir::level2::BufferId(i));
-            match (&b.role, memory.offsets[i]) {
-                (BufferRole::Intermediate, Some(offset)) => {
-                    slot_of.insert(id, (0, offset));
-                }
-                (BufferRole::Input(name), _) => {
-                    let x = graph.inputs.get(name).ok_or_else(|| RuntimeError::Mismatch(format!("the graph has no input `{name}`")))?;
-                    slot_of.insert(id, (uploads.len(), 0));
-                    uploads.push((format!("input `{name}`"), encode(&x.data), bytes));
-                }
-                (role, _) => {
-                    if let BufferRole::Output(name) = role {
-                        outputs_at.push((name.clone(), uploads.len(), bytes, index.rows(b.domain), b.width));
-                    }
-                    slot_of.insert(id, (uploads.len(), 0));
-                    uploads.push((format!("buffer `{}`", b.name), vec![], bytes));
-                }
-            }
-        }
-        let mut table_slots: Vec<Vec<usize>> = vec![];
-        for d in &generated.dispatches {
-            for a in d.bindings.iter().map(|b| b.array) {
-                if slot_of.contains_key(&a) || matches!(a, ArrayRef::Table(_)) {
-                    continue;
-                }
-                let (what, contents, bytes) = match a {
-                    ArrayRef::Param(p) => {
-                        let c: Vec<u8> = bytemuck::cast_slice(&params[p.0].data).to_vec();
-                        let n = c.len();
-                        (format!("parameter {}", p.0), c, n)
-                    }
-                    ArrayRef::Index(ix) => {
-                        let c: Vec<u8> = bytemuck::cast_slice(&ix.data(index)).to_vec();
-                        let n = c.len();
-                        (format!("index array `{}`", ix.name()), c, n)
-                    }
-                    ArrayRef::Scratch(s) => (format!("scratch {s}"), vec![], generated.scratch_elems[s] * 4),
-                    ArrayRef::Data(_) | ArrayRef::Table(_) => unreachable!("placed above"),
-                };
-                slot_of.insert(a, (uploads.len(), 0));
-                uploads.push((what, contents, bytes));
-            }
-            let mut slots = vec![];
-            for (t, data) in d.tables.iter().enumerate() {
-                slots.push(uploads.len());
-                let c: Vec<u8> = bytemuck::cast_slice(data).to_vec();
-                let n = c.len();
-                uploads.push((format!("table {t} of `{}`", d.label), c, n));
-            }
-            table_slots.push(slots);
-        }
-        Ok(ArrayLayout { uploads, slot_of, table_slots, outputs_at })
-    }
-
-    /// The address of array `a` of dispatch `d`, given each allocation's base address.
-    pub fn address(&self, a: ArrayRef, d: usize, base: &[u64]) -> u64 {
-        match a {
-            ArrayRef::Table(t) => base[self.table_slots[d][t]],
-            a => {
-                let (slot, offset) = self.slot_of[&a];
-                base[slot] + offset as u64
-            }
-        }
-    }
-}
-
-/// Decode a read-back output.
-pub fn decode(bytes: &[u8], storage: DType) -> Vec<f32> {
-    match storage {
-        DType::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        DType::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-    }
-}
 
 struct Launch {
     function: CudaFunction,
@@ -323,19 +232,11 @@ impl Backend for CudaBackend {
     ) -> Result<Box<dyn Executable>> {
         let gpu = &self.gpu;
         crate::interpreter::check_relations(program, &params, &graph)?;
-        let (plan, layout) = compile_kernels(program, &params, &graph, options)
-            .map_err(|e| RuntimeError::Invalid(format!("the cuda backend cannot run this model: {e}")))?;
+        let (plan, layout, generated) = generate_cuda(program, &params, &graph, options, true)?;
         let index = graph_index(&graph, &layout);
-        let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
-        let generated = rgnn_kernels::cuda::generate(
-            &plan,
-            &shapes,
-            &index,
-            &rgnn_kernels::cuda::CudaOptions { storage: options.storage, tensor_cores: true },
-        )
-        .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))?;
         let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
-        let arrays = ArrayLayout::new(&plan, &memory, &generated, &params, &graph, &index, options.storage)?;
+        let arrays =
+            ArrayLayout::new(&plan, &memory, &generated.dispatches, generated.scratch_elems, &params, &graph, &index, options.storage)?;
         let ArrayLayout { uploads, slot_of, table_slots, outputs_at } = arrays;
         let needed: usize = uploads.iter().map(|u| u.2.max(4)).sum();
         let (free, total) = gpu.ctx.mem_get_info().map_err(|e| device_error("querying free device memory", e))?;
@@ -504,18 +405,11 @@ pub mod host_emulation {
     ) -> Result<Vec<(String, Tensor)>> {
         let fail = |m: String| RuntimeError::Device { backend: "cuda (host emulation)".into(), message: m };
         crate::interpreter::check_relations(program, params, graph)?;
-        let (plan, layout) = compile_kernels(program, params, graph, options).map_err(|e| fail(e.to_string()))?;
+        let (plan, layout, generated) = generate_cuda(program, params, graph, options, false)?;
         let index = graph_index(graph, &layout);
-        let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
-        let generated = rgnn_kernels::cuda::generate(
-            &plan,
-            &shapes,
-            &index,
-            &rgnn_kernels::cuda::CudaOptions { storage: options.storage, tensor_cores: false },
-        )
-        .map_err(fail)?;
         let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
-        let arrays = ArrayLayout::new(&plan, &memory, &generated, params, graph, &index, options.storage)?;
+        let arrays =
+            ArrayLayout::new(&plan, &memory, &generated.dispatches, generated.scratch_elems, params, graph, &index, options.storage)?;
         // Host "device memory": u64 words keep every array 8-byte aligned.
         let mut memory_words: Vec<Vec<u64>> = arrays
             .uploads

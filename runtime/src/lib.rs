@@ -15,6 +15,7 @@
 //! # Ok::<(), rgnn_runtime::RuntimeError>(())
 //! ```
 
+mod arrays;
 pub mod backend;
 pub mod cuda_backend;
 mod error;

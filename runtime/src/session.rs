@@ -61,19 +61,23 @@ pub fn program_without_graph(model: &Model) -> Result<Program> {
     build_program(c, &model.weight_shapes(), &spec).map_err(|error| RuntimeError::Model { path: model.source.clone(), error })
 }
 
-/// The CUDA kernels `model` runs on `graph` (no device needed).
-pub fn emit_cuda(model: &Model, graph: &Graph, options: rgnn_codegen::CompileOptions) -> Result<rgnn_kernels::cuda::CudaProgram> {
+/// What every backend starts from: the level-1 program for `graph` after the compiler's level-1
+/// passes, its evaluated parameters, and the flat graph.
+fn optimized_for_graph(model: &Model, graph: &Graph, passes: rgnn_codegen::PassOptions) -> Result<(Program, Vec<Tensor>, ExecGraph)> {
     let (program, exec_graph) = compile_for_graph(model, graph)?;
-    let program = rgnn_codegen::optimize(&program, options.passes)
+    // The level-1 passes (linear reordering) preserve the result; each is checked against the
+    // unoptimised program on every fixture.
+    let program = rgnn_codegen::optimize(&program, passes)
         .map_err(|e| RuntimeError::Invalid(format!("internal compiler error in the level-1 passes: {e}")))?;
     let params = crate::interpreter::eval_params(&program, &model.weights)?;
+    Ok((program, params, exec_graph))
+}
+
+/// The CUDA kernels `model` runs on `graph` (no device needed).
+pub fn emit_cuda(model: &Model, graph: &Graph, options: rgnn_codegen::CompileOptions) -> Result<rgnn_kernels::cuda::CudaProgram> {
+    let (program, params, exec_graph) = optimized_for_graph(model, graph, options.passes)?;
     crate::interpreter::check_relations(&program, &params, &exec_graph)?;
-    let (plan, layout) = crate::backend::compile_kernels(&program, &params, &exec_graph, &options)
-        .map_err(|e| RuntimeError::Invalid(format!("the CUDA backend cannot run this model: {e}")))?;
-    let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
-    let index = crate::backend::graph_index(&exec_graph, &layout);
-    rgnn_kernels::cuda::generate(&plan, &shapes, &index, &rgnn_kernels::cuda::CudaOptions { storage: options.storage, tensor_cores: true })
-        .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))
+    Ok(crate::cuda_backend::generate_cuda(&program, &params, &exec_graph, &options, true)?.2)
 }
 
 /// Run `model` on `graph` through the generated CUDA C compiled for the host (a test of the
@@ -85,10 +89,7 @@ pub fn run_cuda_host_emulation(
     cxx: &str,
     workdir: &std::path::Path,
 ) -> Result<Vec<(String, Tensor)>> {
-    let (program, exec_graph) = compile_for_graph(model, graph)?;
-    let program = rgnn_codegen::optimize(&program, options.passes)
-        .map_err(|e| RuntimeError::Invalid(format!("internal compiler error in the level-1 passes: {e}")))?;
-    let params = crate::interpreter::eval_params(&program, &model.weights)?;
+    let (program, params, exec_graph) = optimized_for_graph(model, graph, options.passes)?;
     crate::cuda_backend::host_emulation::run(&program, &params, &exec_graph, &options, cxx, workdir)
 }
 
@@ -105,10 +106,7 @@ pub fn emit_wgsl_for(
     options: rgnn_codegen::CompileOptions,
     wgsl: &rgnn_kernels::wgsl::WgslOptions,
 ) -> Result<rgnn_kernels::wgsl::WgslProgram> {
-    let (program, exec_graph) = compile_for_graph(model, graph)?;
-    let program = rgnn_codegen::optimize(&program, options.passes)
-        .map_err(|e| RuntimeError::Invalid(format!("internal compiler error in the level-1 passes: {e}")))?;
-    let params = crate::interpreter::eval_params(&program, &model.weights)?;
+    let (program, params, exec_graph) = optimized_for_graph(model, graph, options.passes)?;
     crate::interpreter::check_relations(&program, &params, &exec_graph)?;
     Ok(crate::wgpu_backend::generate_wgsl(&program, &params, &exec_graph, &options, wgsl)?.2)
 }
@@ -141,12 +139,7 @@ impl Session {
         backend: Box<dyn crate::backend::Backend>,
         options: rgnn_codegen::CompileOptions,
     ) -> Result<Self> {
-        let (program, exec_graph) = compile_for_graph(model, graph)?;
-        // The level-1 passes (linear reordering) preserve the result; each is checked against
-        // the unoptimised program on every fixture.
-        let program = rgnn_codegen::optimize(&program, options.passes)
-            .map_err(|e| RuntimeError::Invalid(format!("internal compiler error in the level-1 passes: {e}")))?;
-        let params = crate::interpreter::eval_params(&program, &model.weights)?;
+        let (program, params, exec_graph) = optimized_for_graph(model, graph, options.passes)?;
         let pair_shape = exec_graph.pair.as_ref().map(|(b, n, _)| (*b, *n));
         let exec = backend.prepare(&program, params, exec_graph, &options)?;
         Ok(Session { program, exec, backend: backend.name(), device: backend.device(), pair_shape })

@@ -12,13 +12,14 @@
 //! wgpu reports validation and allocation failures through error scopes; every call that can
 //! fail runs inside one, so failures become errors, never panics.
 
+use crate::arrays::{decode, ArrayLayout};
 use crate::backend::{check_finite, compile_kernels, graph_index, Backend, Executable};
 use crate::graph::ExecGraph;
 use crate::layout::GraphLayout;
 use crate::{Result, RuntimeError, Tensor};
-use rgnn_ir::level2::{BufferRole, DType, KernelProgram};
+use rgnn_ir::level2::{DType, KernelProgram};
 use rgnn_ir::Program;
-use rgnn_kernels::gpu::{ArrayRef, Dispatch, Elem, IndexArray};
+use rgnn_kernels::gpu::Dispatch;
 use rgnn_kernels::wgsl::{WgslOptions, WgslProgram};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -176,13 +177,6 @@ impl WgpuBackend {
     }
 }
 
-/// A device buffer and where in it an array starts.
-#[derive(Clone)]
-struct Placed {
-    buffer: Arc<wgpu::Buffer>,
-    offset: u64,
-}
-
 struct CompiledWgpu {
     ctx: Arc<GpuContext>,
     plan: KernelProgram,
@@ -281,102 +275,42 @@ impl Backend for WgpuBackend {
             })?;
             Ok(Arc::new(buffer))
         };
-        let storage = wgpu::BufferUsages::STORAGE;
-        let elem_bytes = options.storage.bytes() as u64;
-        let encode = |data: &[f32]| -> Vec<u8> {
-            match options.storage {
-                DType::F16 => data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
-                _ => bytemuck::cast_slice(data).to_vec(),
-            }
-        };
-
-        // Data buffers: intermediates in the planned arena, inputs and outputs on their own.
-        let arena = alloc("the intermediate arena", memory.planned_bytes as u64, storage, None)?;
-        let mut placed: HashMap<ArrayRef, Placed> = HashMap::new();
-        let mut outputs = vec![];
-        for (i, b) in plan.buffers.iter().enumerate() {
-            let rows = index.rows(b.domain);
-            let bytes = (rows * b.width) as u64 * elem_bytes;
-            let id = rgnn_ir::level2::BufferId(i);
-            let p = match (&b.role, memory.offsets[i]) {
-                (BufferRole::Intermediate, Some(offset)) => Placed { buffer: arena.clone(), offset: offset as u64 },
-                (BufferRole::Input(name), _) => {
-                    let x = graph.inputs.get(name).ok_or_else(|| RuntimeError::Mismatch(format!("the graph has no input `{name}`")))?;
-                    let buffer = alloc(&format!("input `{name}`"), bytes, storage, Some(&encode(&x.data)))?;
-                    Placed { buffer, offset: 0 }
-                }
-                _ => {
-                    let buffer = alloc(&format!("buffer `{}`", b.name), bytes, storage | wgpu::BufferUsages::COPY_SRC, None)?;
-                    Placed { buffer, offset: 0 }
-                }
-            };
-            if let BufferRole::Output(name) = &b.role {
-                let readback = ctx.checked(&format!("allocating the read-back buffer of `{name}`"), || {
-                    device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some(name),
-                        size: align_up(bytes.max(4), 4),
-                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                        mapped_at_creation: false,
-                    })
-                })?;
-                outputs.push((name.clone(), p.buffer.clone(), readback, rows, b.width));
-            }
-            placed.insert(ArrayRef::Data(id), p);
-        }
-        // Parameters, index arrays and scratch, for what the dispatches use.
-        let used: std::collections::BTreeSet<ArrayRef> = generated
-            .dispatches
+        // Every array as the memory plan and the generated dispatches place it.
+        let arrays =
+            ArrayLayout::new(&plan, &memory, &generated.dispatches, generated.scratch_elems, &params, &graph, &index, options.storage)?;
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        let buffers: Vec<Arc<wgpu::Buffer>> = arrays
+            .uploads
             .iter()
-            .flat_map(|d| d.bindings.iter().map(|b| b.array))
-            .filter(|a| !matches!(a, ArrayRef::Table(_)))
-            .collect();
-        for a in used {
-            if placed.contains_key(&a) {
-                continue;
-            }
-            let (what, bytes): (String, Vec<u8>) = match a {
-                ArrayRef::Param(p) => (format!("parameter {}", p.0), bytemuck::cast_slice(&params[p.0].data).to_vec()),
-                ArrayRef::Index(ix) => {
-                    check_u32_offsets(ix, &index)?;
-                    (format!("index array `{}`", ix.name()), bytemuck::cast_slice(&ix.data(&index)).to_vec())
-                }
-                ArrayRef::Scratch(s) => (format!("scratch {s}"), vec![]),
-                ArrayRef::Data(_) | ArrayRef::Table(_) => unreachable!("placed above / per dispatch"),
-            };
-            let len = match a {
-                ArrayRef::Scratch(s) => generated.scratch_elems[s] as u64 * 4,
-                _ => bytes.len() as u64,
-            };
-            let buffer = alloc(&what, len, storage, Some(&bytes))?;
-            placed.insert(a, Placed { buffer, offset: 0 });
+            .map(|(what, contents, bytes)| alloc(what, *bytes as u64, usage, Some(contents)))
+            .collect::<Result<_>>()?;
+        let mut outputs = vec![];
+        for (name, slot, bytes, rows, width) in &arrays.outputs_at {
+            let readback = ctx.checked(&format!("allocating the read-back buffer of `{name}`"), || {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(name),
+                    size: align_up((*bytes as u64).max(4), 4),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })?;
+            outputs.push((name.clone(), buffers[*slot].clone(), readback, *rows, *width));
         }
 
         // Pipelines and bind groups.
         let mut steps = vec![];
-        for d in &generated.dispatches {
+        for (di, d) in generated.dispatches.iter().enumerate() {
             let pipeline = ctx.pipeline(d)?;
-            let mut tables = vec![];
-            for (t, data) in d.tables.iter().enumerate() {
-                let bytes: &[u8] = bytemuck::cast_slice(data);
-                let buffer = alloc(&format!("table {t} of `{}`", d.label), bytes.len() as u64, storage, Some(bytes))?;
-                tables.push(Placed { buffer, offset: 0 });
-            }
             let ranges: Vec<(Arc<wgpu::Buffer>, u64, u64)> = d
                 .bindings
                 .iter()
                 .map(|b| {
-                    let p = match b.array {
-                        ArrayRef::Table(t) => &tables[t],
-                        a => &placed[&a],
-                    };
-                    let eb = match b.elem {
-                        Elem::F16 => 2,
-                        _ => 4,
-                    } as u64;
+                    let (slot, offset) = arrays.place(b.array, di);
+                    let eb = b.elem.bytes() as u64;
                     let r = b.range();
-                    let start = p.offset + r.start as u64 * eb;
+                    let start = offset as u64 + r.start as u64 * eb;
                     let size = align_up(((r.end.saturating_sub(r.start)) as u64 * eb).max(4), 4);
-                    (p.buffer.clone(), start, size)
+                    (buffers[slot].clone(), start, size)
                 })
                 .collect();
             let layout = pipeline.get_bind_group_layout(0);
@@ -399,22 +333,6 @@ impl Backend for WgpuBackend {
         }
         Ok(Box::new(CompiledWgpu { ctx: self.ctx.clone(), plan, memory, storage: options.storage, steps, outputs, device_bytes }))
     }
-}
-
-/// Index arrays hold offsets as u32 on the device.
-fn check_u32_offsets(ix: IndexArray, index: &rgnn_kernels::cpu::GraphIndex) -> Result<()> {
-    let too_big = match ix {
-        IndexArray::SegPtr => index.seg_ptr.last().is_some_and(|&x| x > u32::MAX as usize),
-        IndexArray::NodeSegPtr => index.node_seg_ptr.last().is_some_and(|&x| x > u32::MAX as usize),
-        _ => false,
-    };
-    if too_big {
-        return Err(RuntimeError::Invalid(format!(
-            "index array `{}` has offsets beyond 2^32; the wgpu backend indexes with u32",
-            ix.name()
-        )));
-    }
-    Ok(())
 }
 
 impl Executable for CompiledWgpu {
@@ -446,11 +364,8 @@ impl Executable for CompiledWgpu {
         for (name, _, readback, rows, width) in &self.outputs {
             let data: Vec<f32> = {
                 let view = readback.slice(..).get_mapped_range().map_err(|e| device_error(format!("reading `{name}` back: {e}")))?;
-                let n = rows * width;
-                match self.storage {
-                    DType::F16 => view.chunks_exact(2).take(n).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                    _ => view.chunks_exact(4).take(n).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                }
+                // The read-back buffer is padded to 4 bytes: decode exactly rows × width values.
+                decode(&view[..rows * width * self.storage.bytes()], self.storage)
             };
             readback.unmap();
             check_finite(name, &data, *width)?;
