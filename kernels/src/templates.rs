@@ -67,6 +67,17 @@ pub fn generate(ctx: &GenCtx, fin: &dyn Finish) -> Result<Vec<Dispatch>, String>
     Ok(out)
 }
 
+/// See [`Templates::gemm_exprs`].
+struct GemmExprs {
+    t_type: String,
+    t_start: String,
+    t_cnt: String,
+    r: String,
+    a_row: String,
+    a_val: String,
+    w_val: String,
+}
+
 struct Templates<'c, 'a> {
     ctx: &'c GenCtx<'a>,
     fin: &'c dyn Finish,
@@ -156,6 +167,32 @@ impl<'c, 'a> Templates<'c, 'a> {
         Ok(())
     }
 
+    /// What both GEMM bodies read, as expressions over their variable names: the tile's weight
+    /// type, first row and row count (`tile`), a row of the tile (`li`) and the A row it reads
+    /// (`r`), an element of A (`arow[m]`, `blk`, `k0 + kk`) and of W (`ttype`, `k0 + kb`, `n0 + nb`).
+    fn gemm_exprs(
+        &self,
+        sh: &mut Shader,
+        gk: &GemmKernel,
+        a_array: ArrayRef,
+        a_at: RowRef,
+        rows_t: ArrayRef,
+        tiles_t: ArrayRef,
+    ) -> GemmExprs {
+        let shape = &self.ctx.param_shapes[gk.weight.0];
+        let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
+        let in_w = blocks * bin;
+        GemmExprs {
+            t_type: sh.ld(tiles_t, "tile * 3u"),
+            t_start: sh.ld(tiles_t, "tile * 3u + 1u"),
+            t_cnt: sh.ld(tiles_t, "tile * 3u + 2u"),
+            r: sh.ld(rows_t, "start + li"),
+            a_row: sh.resolve(gk.domain, "r", a_at),
+            a_val: sh.ld(a_array, &format!("arow[m] * {in_w}u + blk * {bin}u + k0 + kk")),
+            w_val: sh.ld(ArrayRef::Param(gk.weight), &format!("((ttype * {blocks}u + blk) * {bin}u + k0 + kb) * {bout}u + n0 + nb")),
+        }
+    }
+
     /// CUDA, f16 / bf16 storage: 64×64 output tiles per block of 4 warps, each warp 32×32 as 2×4
     /// `mma.sync.m16n8k16` tiles with f32 accumulators; operands staged through shared memory
     /// as 16-bit values (A row-major, B transposed so each lane's k pairs are adjacent).
@@ -173,7 +210,7 @@ impl<'c, 'a> Templates<'c, 'a> {
     ) -> Shader<'c, 'a> {
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
-        let (in_w, out_w) = (blocks * bin, blocks * bout);
+        let out_w = blocks * bout;
         let (to16, mma) = match self.ctx.storage {
             DType::F16 => ("rg_f2h", "rg_mma_f16"),
             _ => ("rg_f2b", "rg_mma_bf16"),
@@ -187,13 +224,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             TM * TK,
             TN * TK
         ));
-        let t_type = sh.ld(tiles_t, "tile * 3u");
-        let t_start = sh.ld(tiles_t, "tile * 3u + 1u");
-        let t_cnt = sh.ld(tiles_t, "tile * 3u + 2u");
-        let r = sh.ld(rows_t, "start + li");
-        let a_row = sh.resolve(gk.domain, "r", a_at);
-        let a_val = sh.ld(a_array, &format!("arow[m] * {in_w}u + blk * {bin}u + k0 + kk"));
-        let w_val = sh.ld(ArrayRef::Param(gk.weight), &format!("((ttype * {blocks}u + blk) * {bin}u + k0 + kb) * {bout}u + n0 + nb"));
+        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_val, w_val } = self.gemm_exprs(&mut sh, gk, a_array, a_at, rows_t, tiles_t);
         let st = sh.st(c_array, &format!("orow[m] * {out_w}u + blk * {bout}u + n"), "acc[i][j][e]");
         let _ = writeln!(
             sh.body,
@@ -282,7 +313,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         let l = self.l;
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
-        let (in_w, out_w) = (blocks * bin, blocks * bout);
+        let out_w = blocks * bout;
         let n_tiles = tiles.len() / 3;
         let col_tiles = bout.div_ceil(TN);
         let tile_grid = grid(n_tiles, self.fin.max_workgroups_per_dim());
@@ -295,13 +326,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             sh.globals.push_str(&l.shared(name, elem, len));
             sh.globals.push('\n');
         }
-        let t_type = sh.ld(tiles_t, "tile * 3u");
-        let t_start = sh.ld(tiles_t, "tile * 3u + 1u");
-        let t_cnt = sh.ld(tiles_t, "tile * 3u + 2u");
-        let r = sh.ld(rows_t, "start + li");
-        let a_row = sh.resolve(gk.domain, "r", a_at);
-        let a_val = sh.ld(a_array, &format!("arow[m] * {in_w}u + blk * {bin}u + k0 + kk"));
-        let w_val = sh.ld(ArrayRef::Param(gk.weight), &format!("((ttype * {blocks}u + blk) * {bin}u + k0 + kb) * {bout}u + n0 + nb"));
+        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_val, w_val } = self.gemm_exprs(&mut sh, gk, a_array, a_at, rows_t, tiles_t);
         let st = sh.st(c_array, &format!("orow[m] * {out_w}u + blk * {bout}u + n"), "accm[i * 4u + j]");
         let threads = (TM / 4) * (TN / 4);
         let zero = l.f(0.0);
