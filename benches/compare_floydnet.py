@@ -135,7 +135,7 @@ def main(argv=None):
         return 0
     backend = args.backend or ("cuda" if args.device == "cuda" else "cpu")
 
-    from compare_pyg import run_quiet, run_rgnn_bench  # same helpers as the PyG comparison
+    from compare_pyg import append_result, run_quiet, run_rgnn_bench  # same helpers as the PyG comparison
     import torch
     from safetensors.torch import load_file
 
@@ -150,9 +150,7 @@ def main(argv=None):
             w = json.load(f)
         if w.get("oom"):
             print(f"| FloydNet | N={w['N']} | official package out of memory on {args.device} |")
-            if args.results:
-                with open(args.results, "a") as f:
-                    f.write(json.dumps({"model_file": args.model, "N": w["N"], "floydnet": "out of memory", "device": args.device}) + "\n")
+            append_result(args.results, {"model_file": args.model, "N": w["N"], "floydnet": "out of memory", "device": args.device})
             return 0
         ref = load_file(ref_path)["out"]
 
@@ -189,9 +187,7 @@ def main(argv=None):
     print(f"| FloydNet | {shape} | {fl_median:.4f} | {bench['median_s']:.4f} | {row['ratio_floydnet_over_rgnn']:.2f} | "
           f"{mb(w['forward_rss_growth_bytes'])} | {mb(w['process_maxrss_bytes'])} | {bench.get('peak_bytes')} | "
           f"{mb(rgnn_maxrss)} | {rel_err:.2e}{'' if row['match'] else ' MISMATCH'} |")
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write(json.dumps(row) + "\n")
+    append_result(args.results, row)
     return 0
 
 

@@ -155,6 +155,13 @@ def run_rgnn_bench(rgnn, model, graph, reps, jpath, env, tmp, backend="cpu"):
     return bench, maxrss
 
 
+def append_result(path, row):
+    """Append one JSON line to the results file (when --results was given)."""
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def as_outputs(out):
     if isinstance(out, dict):
         return {f"out.{k}": v for k, v in out.items()}
@@ -211,9 +218,7 @@ def main(argv=None):
         pyg_oom = True
     if pyg_oom:
         print(f"| {'+'.join(l['type'] for l in cfg['layers'])} | {args.shape or args.graph} | PyG out of memory on {args.device} |")
-        if args.results:
-            with open(args.results, "a") as f:
-                f.write(json.dumps({"model_file": args.model, "graph_file": args.graph, "pyg": "out of memory", "device": args.device}) + "\n")
+        append_result(args.results, {"model_file": args.model, "graph_file": args.graph, "pyg": "out of memory", "device": args.device})
         return 0
     pyg_peak_growth = (torch.cuda.max_memory_allocated() if args.device == "cuda" else max(0, maxrss_bytes() - rss0))
     pyg_median = statistics.median(times)
@@ -256,9 +261,7 @@ def main(argv=None):
     print(f"| {kind} | {shape} | {pyg_median:.4f} | {bench['median_s']:.4f} | {row['ratio_pyg_over_rgnn']:.2f} | "
           f"{bench.get('peak_bytes')} | {rgnn_maxrss / 2**20 if rgnn_maxrss else float('nan'):.0f} | {pyg_peak_growth / 2**20:.0f} | "
           f"{rel_err:.2e}{'' if row['match'] else ' MISMATCH'} |")
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write(json.dumps(row) + "\n")
+    append_result(args.results, row)
     return 0
 
 

@@ -18,9 +18,10 @@ fn fixture(case: &str, kind: &str) -> String {
     fixtures_dir().join(format!("{case}.{kind}.safetensors")).display().to_string()
 }
 
-#[test]
-fn run_writes_outputs_that_match_the_reference() {
-    let out = std::env::temp_dir().join(format!("rgnn-cli-{}.safetensors", std::process::id()));
+/// `rgnn run --backend B` on an RGAT, an HGT and a FloydNet fixture: outputs on disk within 1e-5
+/// of the reference framework's.
+fn run_matches_the_reference(backend: &str) {
+    let out = std::env::temp_dir().join(format!("rgnn-cli-{backend}-{}.safetensors", std::process::id()));
     for case in ["rgat_mul_across_h2_d3", "hgt_h4", "floyd_pre_ln"] {
         let o = rgnn(&[
             "run",
@@ -31,7 +32,7 @@ fn run_writes_outputs_that_match_the_reference() {
             "--out",
             out.to_str().unwrap(),
             "--backend",
-            "cpu",
+            backend,
         ]);
         assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
         let got = rgnn::runtime::io::TensorFile::open(&out).unwrap();
@@ -41,6 +42,11 @@ fn run_writes_outputs_that_match_the_reference() {
             assert!(rel_err(&g.data, &want.data) <= 1e-5, "{case} {name}");
         }
     }
+}
+
+#[test]
+fn run_writes_outputs_that_match_the_reference() {
+    run_matches_the_reference("cpu");
 }
 
 #[test]
@@ -175,26 +181,7 @@ fn run_and_bench_on_the_wgpu_backend() {
     if !wgpu_adapter() {
         return;
     }
-    let out = std::env::temp_dir().join(format!("rgnn-cli-wgpu-{}.safetensors", std::process::id()));
-    for case in ["rgat_mul_across_h2_d3", "hgt_h4", "floyd_pre_ln"] {
-        let o = rgnn(&[
-            "run",
-            "--model",
-            &fixture(case, "model"),
-            "--graph",
-            &fixture(case, "graph"),
-            "--out",
-            out.to_str().unwrap(),
-            "--backend",
-            "wgpu",
-        ]);
-        assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
-        let got = rgnn::runtime::io::TensorFile::open(&out).unwrap();
-        for (name, want) in expected(case) {
-            let g = got.floats(&name).unwrap();
-            assert!(rel_err(&g.data, &want.data) <= 1e-5, "{case} {name}");
-        }
-    }
+    run_matches_the_reference("wgpu");
     let json = std::env::temp_dir().join(format!("rgnn-bench-wgpu-{}.json", std::process::id()));
     let o = rgnn(&[
         "bench",

@@ -134,14 +134,28 @@ fn every_fixture_matches_cpu_with_f16_storage() {
     check_all(&cases, options, 5e-3);
 }
 
+/// A small deterministic generator (64-bit LCG) for test graphs and weights.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next_bits(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    /// Uniform in [-1, 1).
+    fn signed(&mut self) -> f64 {
+        self.next_bits() as f64 / (1u64 << 31) as f64 * 2.0 - 1.0
+    }
+    /// Uniform in 0..m.
+    fn below(&mut self, m: usize) -> usize {
+        (self.next_bits() as usize) % m.max(1)
+    }
+}
+
 /// A relational graph file: `n` nodes with `f` features, edges `(src, dst, rel)`.
 fn graph_bytes(n: usize, f: usize, edges: &[(usize, usize, usize)], seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((state >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) as f32
-    };
-    let x: Vec<f32> = (0..n * f).map(|_| next()).collect();
+    let mut rng = Lcg(seed);
+    let x: Vec<f32> = (0..n * f).map(|_| rng.signed() as f32).collect();
     let mut index: Vec<i64> = edges.iter().map(|e| e.0 as i64).collect();
     index.extend(edges.iter().map(|e| e.1 as i64));
     let types: Vec<i64> = edges.iter().map(|e| e.2 as i64).collect();
@@ -167,11 +181,8 @@ fn random_edges(
     hub: usize,
     seed: u64,
 ) -> Vec<(usize, usize, usize)> {
-    let mut state = seed;
-    let mut below = |m: usize| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((state >> 33) as usize) % m.max(1)
-    };
+    let mut rng = Lcg(seed);
+    let mut below = |m: usize| rng.below(m);
     let live = isolated_from.min(n).max(1);
     let rel = |below: &mut dyn FnMut(usize) -> usize| loop {
         let r = below(relations);
@@ -253,18 +264,13 @@ fn arrays_beyond_the_binding_limit_are_bound_in_chunks() {
 
 /// A model file from a config and named weight shapes, weights pseudo-random in ±1/√fan_in.
 fn model_bytes(config: &str, weights: &[(&str, Vec<usize>)], seed: u64) -> Vec<u8> {
-    let mut state = seed;
+    let mut rng = Lcg(seed);
     let data: Vec<Vec<u8>> = weights
         .iter()
         .map(|(_, shape)| {
             let fan_in = if shape.len() >= 2 { shape[shape.len() - 2] } else { shape[0] } as f64;
             let n: usize = shape.iter().product();
-            let v: Vec<f32> = (0..n)
-                .map(|_| {
-                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    (((state >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) / fan_in.sqrt()) as f32
-                })
-                .collect();
+            let v: Vec<f32> = (0..n).map(|_| (rng.signed() / fan_in.sqrt()) as f32).collect();
             bytemuck::cast_slice(&v).to_vec()
         })
         .collect();
