@@ -1,6 +1,8 @@
 //! CPU implementations of the templates (rayon across rows; `matrixmultiply` for dense blocks).
 //! Fused row programs run on a small interpreter over per-thread scratch slots.
 
+mod pivot;
+
 use rayon::prelude::*;
 use rgnn_ir::level2::*;
 use rgnn_ir::{Activation, BinaryFn, Domain, NormKind, Reduce, RowIndex, SoftmaxGroup, WeightSelect};
@@ -13,7 +15,7 @@ pub struct Param<'a> {
 }
 
 /// The graph layouts the templates index through (built once per graph by the runtime).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct GraphIndex<'a> {
     pub num_nodes: usize,
     /// Node id ranges per node type.
@@ -174,6 +176,30 @@ fn act(f: Activation, x: f32) -> f32 {
     }
 }
 
+/// `out[c] = f(x[c])`, with the function chosen once per row so each loop vectorises.
+fn apply_activation(f: Activation, out: &mut [f32], x: &[f32]) {
+    let zipped = out.iter_mut().zip(x);
+    match f {
+        Activation::Relu => zipped.for_each(|(o, &v)| *o = v.max(0.0)),
+        Activation::LeakyRelu(s) => zipped.for_each(|(o, &v)| *o = if v >= 0.0 { v } else { v * s }),
+        _ => zipped.for_each(|(o, &v)| *o = act(f, v)),
+    }
+}
+
+/// `Σ f(x)` in f64 over eight independent lanes (one sequential chain would be latency-bound).
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v as f64)).sum();
+    for c in chunks {
+        for l in 0..8 {
+            lanes[l] += f(c[l] as f64);
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
 /// Everything a row program can read.
 struct Env<'a> {
     buffers: &'a [Option<Vec<f32>>],
@@ -215,18 +241,27 @@ fn run_row(
                 let tr = env.g.table_row(d, row, *r);
                 out.copy_from_slice(&p.data[(t * m + tr) * pw..(t * m + tr + 1) * pw]);
             }
-            RowOp::Unary { x, f } => out.iter_mut().zip(slot(*x)).for_each(|(o, &v)| *o = act(*f, v)),
+            RowOp::Unary { x, f } => apply_activation(*f, out, slot(*x)),
             RowOp::Binary { a, b, f, a_shape, b_shape } => {
                 let (av, bv) = (slot(*a), slot(*b));
-                for h in 0..a_shape.heads {
-                    for c in 0..a_shape.dim {
-                        let bi = (if b_shape.heads == 1 { 0 } else { h }) * b_shape.dim + if b_shape.dim == 1 { 0 } else { c };
-                        let (x, y) = (av[h * a_shape.dim + c], bv[bi]);
-                        out[h * a_shape.dim + c] = match f {
-                            BinaryFn::Add => x + y,
-                            BinaryFn::Sub => x - y,
-                            BinaryFn::Mul => x * y,
-                        };
+                let op = |x: f32, y: f32| match f {
+                    BinaryFn::Add => x + y,
+                    BinaryFn::Sub => x - y,
+                    BinaryFn::Mul => x * y,
+                };
+                if a_shape == b_shape {
+                    // No broadcast: one loop per function, so each vectorises.
+                    match f {
+                        BinaryFn::Add => out.iter_mut().zip(av).zip(bv).for_each(|((o, &x), &y)| *o = x + y),
+                        BinaryFn::Sub => out.iter_mut().zip(av).zip(bv).for_each(|((o, &x), &y)| *o = x - y),
+                        BinaryFn::Mul => out.iter_mut().zip(av).zip(bv).for_each(|((o, &x), &y)| *o = x * y),
+                    }
+                } else {
+                    for h in 0..a_shape.heads {
+                        for c in 0..a_shape.dim {
+                            let bi = (if b_shape.heads == 1 { 0 } else { h }) * b_shape.dim + if b_shape.dim == 1 { 0 } else { c };
+                            out[h * a_shape.dim + c] = op(av[h * a_shape.dim + c], bv[bi]);
+                        }
                     }
                 }
             }
@@ -261,25 +296,21 @@ fn run_row(
             RowOp::Slice { x, start, len } => out.copy_from_slice(&slot(*x)[*start..start + len]),
             RowOp::Norm { x, kind, weight, bias } => {
                 let xv = slot(*x);
-                let n = w as f64;
                 let (shift, inv) = match kind {
                     NormKind::LayerNorm { eps } => {
-                        let mean = xv.iter().map(|&v| v as f64).sum::<f64>() / n;
-                        let var = xv.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-                        (mean, 1.0 / (var + *eps as f64).sqrt())
+                        let mean = lane_sum(xv, |v| v) / w as f64;
+                        let var = lane_sum(xv, |v| (v - mean) * (v - mean)) / w as f64;
+                        (mean as f32, (1.0 / (var + *eps as f64).sqrt()) as f32)
                     }
-                    NormKind::Rms { eps } => (0.0, 1.0 / (xv.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n + *eps as f64).sqrt()),
+                    NormKind::Rms { eps } => (0.0, (1.0 / (lane_sum(xv, |v| v * v) / w as f64 + *eps as f64).sqrt()) as f32),
                     NormKind::Affine => (0.0, 1.0),
                 };
-                for c in 0..w {
-                    let mut v = (xv[c] as f64 - shift) * inv;
-                    if let Some(p) = weight {
-                        v *= env.params[p.0].data[c] as f64;
-                    }
-                    if let Some(p) = bias {
-                        v += env.params[p.0].data[c] as f64;
-                    }
-                    out[c] = v as f32;
+                out.iter_mut().zip(xv).for_each(|(o, &v)| *o = (v - shift) * inv);
+                if let Some(p) = weight {
+                    out.iter_mut().zip(env.params[p.0].data).for_each(|(o, &g)| *o *= g);
+                }
+                if let Some(p) = bias {
+                    out.iter_mut().zip(env.params[p.0].data).for_each(|(o, &b)| *o += b);
                 }
             }
             RowOp::GatedSkip { update, residual, gate } => {
@@ -316,7 +347,7 @@ pub fn execute(kp: &KernelProgram, params: &[Param], g: &GraphIndex, mut buffers
             match kernel {
                 Kernel::Gemm(gk) => gemm(&env, gk, &shared),
                 Kernel::Traversal(t) => traversal(&env, t, &shared),
-                Kernel::PivotAttention(p) => pivot(&env, p, &shared),
+                Kernel::PivotAttention(p) => pivot::pivot(&env, p, &shared),
                 Kernel::Map(m) => map(&env, m, &shared),
             }
         }
@@ -644,146 +675,23 @@ unsafe fn sgemm(
 /// `e^x` for softmax weights, branch-free so loops over it vectorise: `x = n·ln2 + r` with
 /// `|r| ≤ ln2/2` (ln2 split in two constants so `r` stays exact, Cody and Waite), `e^r` by its
 /// degree-6 Taylor polynomial, `2^n` through the exponent bits; relative error below 5e-7.
+/// `n` is rounded by adding 1.5·2²³, which leaves it in the low mantissa bits: no float → int
+/// conversion, whose saturating semantics would keep the loop scalar.
 /// Inputs below -87 clamp there (≈ 1.6e-38; masked scores of -1e9 thus weigh 1.6e-38, not 0,
 /// which no f32 sum can notice), above 88 saturate.
 #[inline(always)]
 fn fast_exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    const SHIFTER: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    let t = x * std::f32::consts::LOG2_E + SHIFTER;
+    let n = t - SHIFTER;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-/// Query rows i per pivot-attention task: the tile's scores are `tile × N × N` floats (at most
-/// about this many, 16 MiB per thread), never N³. Taller tiles make the per-pivot GEMMs less thin:
-/// on 2 cores at N = 256, 2^18 / 2^20 / 2^22 floats gave 8.0 / 4.8 / 4.25 s per 4-block pass.
-const PIVOT_TILE_FLOATS: usize = 1 << 22;
-
-fn pivot_tile(n: usize) -> usize {
-    (PIVOT_TILE_FLOATS / (n * n).max(1)).clamp(4, 64).min(n.max(1))
-}
-
-/// Pivot attention as GEMMs. For a tile I of query rows i (one batch, one head):
-/// `S[i,k,j] = q_ik·k_ij` (per i: Q_i @ K1_iᵀ) `+ q_ik·k_jk` (per k: Q_{I,k} @ K2_{·,k}ᵀ), masked,
-/// softmaxed over j, then `y_ik = Σ_j P v_ij` (per i: P_i @ V1_i) `+ Σ_j P v_jk` (per k).
-fn pivot(env: &Env, p: &PivotKernel, out: &SharedRows) {
-    let (batch, n, mask) = env.g.pair.expect("pair graph");
-    let (heads, d) = (p.shape.heads, p.shape.dim);
-    let ops: Vec<(&[f32], usize, usize)> =
-        p.operands.iter().map(|(b, col)| (env.buffers[b.0].as_ref().expect("live").as_slice(), env.widths[b.0], *col)).collect();
-    let tile_rows = pivot_tile(n);
-    let tiles = n.div_ceil(tile_rows);
-    (0..batch * heads * tiles).into_par_iter().for_each_init(
-        || (vec![0f32; tile_rows * n * n], vec![0f32; tile_rows * n * d]),
-        |(sc, y), task| {
-            let (b, h, tile) = (task / (heads * tiles), (task / tiles) % heads, task % tiles);
-            let i0 = tile * tile_rows;
-            let ti = tile_rows.min(n - i0);
-            // Element (b, x, y) of operand o, head h, channel 0, and its row stride.
-            let base = |o: usize, x: usize, yy: usize| {
-                let (data, w, col) = ops[o];
-                // SAFETY (for callers): offsets stay inside the operand's buffer.
-                unsafe { data.as_ptr().add((b * n * n + x * n + yy) * w + col + h * d) }
-            };
-            let w_of = |o: usize| ops[o].1;
-            let (nn, scale) = (n * n, p.scale);
-            // SAFETY: all strides below walk rows of the [B·N·N, width] operand buffers and the
-            // task-local score / output tiles, within bounds by construction.
-            unsafe {
-                for ii in 0..ti {
-                    let i = i0 + ii;
-                    // S[ii, k, j] = scale · Q_i[k] · K1_i[j]
-                    sgemm(n, d, n, scale, base(0, i, 0), w_of(0), 1, base(1, i, 0), 1, w_of(1), 0.0, sc.as_mut_ptr().add(ii * nn), n);
-                }
-                for k in 0..n {
-                    // S[·, k, j] += scale · Q_{I,k} · K2[j, k]
-                    sgemm(
-                        ti,
-                        d,
-                        n,
-                        scale,
-                        base(0, i0, k),
-                        n * w_of(0),
-                        1,
-                        base(2, 0, k),
-                        1,
-                        n * w_of(2),
-                        1.0,
-                        sc.as_mut_ptr().add(k * n),
-                        nn,
-                    );
-                }
-            }
-            let pivot_mask = &mask[b * n..(b + 1) * n];
-            for ii in 0..ti {
-                let query_real = mask[b * n + i0 + ii] != 0;
-                for k in 0..n {
-                    let row = &mut sc[ii * nn + k * n..ii * nn + (k + 1) * n];
-                    // Masked pivots (node i or pivot j is padding) score -1e9, as the reference.
-                    let mut m = f32::NEG_INFINITY;
-                    for (s, &mj) in row.iter_mut().zip(pivot_mask) {
-                        *s = if query_real && mj != 0 { *s } else { -1e9 };
-                        m = m.max(*s);
-                    }
-                    let mut z = 0f32;
-                    for s in row.iter_mut() {
-                        *s = fast_exp(*s - m);
-                        z += *s;
-                    }
-                    let inv = 1.0 / z;
-                    row.iter_mut().for_each(|s| *s *= inv);
-                }
-            }
-            unsafe {
-                for ii in 0..ti {
-                    // Y[ii, k] = P_i @ V1_i
-                    sgemm(
-                        n,
-                        n,
-                        d,
-                        1.0,
-                        sc.as_ptr().add(ii * nn),
-                        n,
-                        1,
-                        base(3, i0 + ii, 0),
-                        w_of(3),
-                        1,
-                        0.0,
-                        y.as_mut_ptr().add(ii * n * d),
-                        d,
-                    );
-                }
-                for k in 0..n {
-                    // Y[·, k] += P[·, k, ·] @ V2[·, k]
-                    sgemm(
-                        ti,
-                        n,
-                        d,
-                        1.0,
-                        sc.as_ptr().add(k * n),
-                        nn,
-                        1,
-                        base(4, 0, k),
-                        n * w_of(4),
-                        1,
-                        1.0,
-                        y.as_mut_ptr().add(k * d),
-                        n * d,
-                    );
-                }
-            }
-            for ii in 0..ti {
-                for k in 0..n {
-                    // SAFETY: each (row, head) column range is written by exactly one task.
-                    let o = unsafe { out.cols(b * nn + (i0 + ii) * n + k, h * d, d) };
-                    o.copy_from_slice(&y[(ii * n + k) * d..(ii * n + k + 1) * d]);
-                }
-            }
-        },
-    );
+    // |n| ≤ 127 after the clamp, so the shifted bits are exactly n plus the shifter's.
+    let n_bits = t.to_bits().wrapping_sub(SHIFTER.to_bits()).wrapping_add(127);
+    p * f32::from_bits(n_bits << 23)
 }
 
 fn map(env: &Env, m: &MapKernel, out: &SharedRows) {

@@ -1,0 +1,589 @@
+//! Pivot attention (FloydNet) on the CPU, fused and cache-blocked.
+//!
+//! For one batch `b` and head `h`, output pair `(i, k)` attends over pivots `j`:
+//! `s_j = scale · q_ik · (k_ij + k_jk)`, `y_ik = Σ_j softmax(s)_j · (v_ij + v_jk)`.
+//! A task owns a block of `IB` query rows `i`; it walks the `k` axis in blocks of `KB`, and for
+//! each `IB × KB` block of pairs computes all `N` scores (a register-blocked micro-kernel with
+//! the pivots in vector lanes), the softmax, and the value sum (channels in vector lanes), then
+//! writes the block's outputs. The score tensor is never stored beyond one `IB × KB × N` block
+//! (16 KiB at N = 256), so memory is O(N²) and every operand stays in the core's caches.
+//!
+//! Operands are repacked once per (batch, head) so the micro-kernels read contiguous, zero-padded
+//! rows: the `k_jk` keys as `[k][e][j]` and the `v_jk` values as `[k][j][e]` (shared by all
+//! tasks), a task's own `k_ij` as `[i][e][j]`, `v_ij` as `[i][j][e]` and its scaled queries.
+//! The micro-kernels are plain Rust over fixed-size lane arrays, compiled once per instruction
+//! set (AVX-512, AVX2 + FMA, portable) so the compiler vectorises each with its own registers.
+
+// The micro-kernels index register blocks by position on purpose: `acc[ii][kk][l]` reads as
+// the block it is, and fixed trip counts are what the vectoriser unrolls.
+#![allow(clippy::needless_range_loop)]
+
+use super::{fast_exp, Env, SharedRows};
+use rayon::prelude::*;
+use rgnn_ir::level2::PivotKernel;
+
+/// Vector lanes of the micro-kernels: pivots per score step, channels per value step. Pivot and
+/// channel axes of the packs are padded to a multiple of this.
+const L: usize = 16;
+
+/// One lane vector.
+type Lanes = [f32; L];
+
+/// A `[B·N·N, width]` operand buffer and the column where this operand starts.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    data: &'a [f32],
+    width: usize,
+    col: usize,
+}
+
+impl Operand<'_> {
+    /// The first `len` channels of this operand at pair `(x, y)` of batch `b`.
+    fn row(&self, b: usize, x: usize, y: usize, n: usize, len: usize) -> &[f32] {
+        let at = (b * n * n + x * n + y) * self.width + self.col;
+        &self.data[at..at + len]
+    }
+
+    /// Ask for the cache line holding channel `c` at pair `(x, y)` ahead of its use (where the
+    /// CPU has a prefetch hint; `y` past the row is ignored). Rows of one head are a cache line
+    /// each, far apart, so the hardware prefetchers, which stop at page ends, miss them.
+    #[inline(always)]
+    fn prefetch(&self, b: usize, x: usize, y: usize, n: usize, c: usize) {
+        if y < n {
+            if let Some(v) = self.data.get((b * n * n + x * n + y) * self.width + self.col + c) {
+                prefetch_line(v);
+            }
+        }
+    }
+
+    /// The `d` channels of head `h` at pair `(x, y)` of batch `b`.
+    fn head(&self, b: usize, x: usize, y: usize, n: usize, h: usize, d: usize) -> &[f32] {
+        &self.row(b, x, y, n, (h + 1) * d)[h * d..]
+    }
+}
+
+#[inline(always)]
+fn prefetch_line(v: &f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch hint has no effect on the program's state; SSE is baseline on x86_64.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(v as *const f32 as *const i8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+/// Sizes shared by every task of one kernel.
+#[derive(Clone, Copy)]
+struct Dims {
+    n: usize,
+    /// Head dimension, and it padded to lanes.
+    d: usize,
+    dp: usize,
+    /// Pivots padded to whole lane vectors (the loops' bound), and the row pitch of the
+    /// pivot-major packs and score rows: `nv`, or one vector more so that a pitch is an odd
+    /// number of cache lines. (With a power-of-two pitch the rows that a micro-kernel reads
+    /// together all fall in a few sets of the L1 cache and evict each other.)
+    nv: usize,
+    np: usize,
+}
+
+/// The micro-kernel flavour the CPU supports, picked once per call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+                return Isa::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Query rows per task (`IB`) and pivot-pair columns per block (`KB`): `IB · KB` lane
+    /// accumulators must fit the register file beside the operands (32 zmm; 16 ymm, where one
+    /// lane vector takes two).
+    fn block(self) -> (usize, usize) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => (4, 4),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => (2, 2),
+            Isa::Portable => (2, 2),
+        }
+    }
+}
+
+/// The batch-wide packs of the `k_jk` keys `[k][h][e][j]` and `v_jk` values `[k][h][j][e]`.
+struct SharedPacks {
+    heads: usize,
+    k2t: Vec<f32>,
+    v2p: Vec<f32>,
+}
+
+/// Pivot columns `k` per packing job: each job reads rows `(j, k..k + PACK_COLS)`, which are
+/// contiguous, for every `j`, and its packs (`PACK_COLS · heads` × 2 × `N · d` floats) stay in
+/// cache while it scatters into them.
+const PACK_COLS: usize = 4;
+
+impl SharedPacks {
+    fn new(heads: usize, dims: Dims) -> Self {
+        let Dims { n, d, dp, np, .. } = dims;
+        SharedPacks { heads, k2t: vec![0.0; n * heads * d * np], v2p: vec![0.0; n * heads * np * dp] }
+    }
+
+    fn k2t(&self, k: usize, h: usize, dims: Dims) -> &[f32] {
+        let len = dims.d * dims.np;
+        let at = (k * self.heads + h) * len;
+        &self.k2t[at..at + len]
+    }
+
+    fn v2p(&self, k: usize, h: usize, dims: Dims) -> &[f32] {
+        let len = dims.np * dims.dp;
+        let at = (k * self.heads + h) * len;
+        &self.v2p[at..at + len]
+    }
+
+    fn fill(&mut self, k2: Operand, v2: Operand, b: usize, dims: Dims) {
+        let Dims { n, d, dp, np, .. } = dims;
+        let heads = self.heads;
+        let (kt_len, vp_len) = (heads * d * np, heads * np * dp);
+        self.k2t.par_chunks_mut(PACK_COLS * kt_len).zip(self.v2p.par_chunks_mut(PACK_COLS * vp_len)).enumerate().for_each(
+            |(job, (kt, vp))| {
+                let k0 = job * PACK_COLS;
+                for j0 in (0..n).step_by(L) {
+                    for kk in 0..PACK_COLS {
+                        for l in 0..L {
+                            k2.prefetch(b, j0 + L + l, k0 + kk, n, 0);
+                            v2.prefetch(b, j0 + L + l, k0 + kk, n, 0);
+                        }
+                    }
+                    for (kk, (kt, vp)) in kt.chunks_mut(kt_len).zip(vp.chunks_mut(vp_len)).enumerate() {
+                        let k = (k0 + kk).min(n - 1);
+                        for h in 0..heads {
+                            let keys: [&[f32]; L] = std::array::from_fn(|l| k2.head(b, (j0 + l).min(n - 1), k, n, h, d));
+                            transpose_rows(&keys, &mut kt[h * d * np..(h + 1) * d * np], np, j0);
+                            for j in j0..(j0 + L).min(n) {
+                                copy_channels(&mut vp[(h * np + j) * dp..], v2.head(b, j, k, n, h, d));
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    }
+}
+
+/// A task's own packs and working set.
+struct TaskScratch {
+    /// For the task's rows: `k_ij` as `[ii][e][j]`, `v_ij` as `[ii][j][e]`, scaled `q_ik` as
+    /// `[ii][k][e]`.
+    k1t: Vec<f32>,
+    v1p: Vec<f32>,
+    q: Vec<f32>,
+    /// Scores then softmax numerators of one block, `[ii][kk][j]`.
+    s: Vec<f32>,
+    /// Value sums of one block, `[ii][kk][e]`, and the softmax denominators' inverses.
+    y: Vec<f32>,
+    inv_z: Vec<f32>,
+}
+
+impl TaskScratch {
+    fn new(rows: usize, ib: usize, kb: usize, dims: Dims) -> Self {
+        let Dims { n, d, dp, np, .. } = dims;
+        TaskScratch {
+            k1t: vec![0.0; rows * d * np],
+            v1p: vec![0.0; rows * np * dp],
+            q: vec![0.0; rows * n * d],
+            s: vec![0.0; ib * kb * np],
+            y: vec![0.0; ib * kb * dp],
+            inv_z: vec![0.0; ib * kb],
+        }
+    }
+}
+
+/// Micro-blocks of query rows per task (at most).
+const ROW_BLOCKS_PER_TASK: usize = 4;
+
+/// Everything a task reads: the operands, the shared packs, the masks.
+struct TaskInput<'a> {
+    ops: [Operand<'a>; 5],
+    packs: &'a SharedPacks,
+    dims: Dims,
+    b: usize,
+    /// Query rows per task.
+    rows: usize,
+    scale: f32,
+    /// Whether each node of this batch is real (query row `i` is masked by it), and the same
+    /// padded to `nv` with zeros: whether pivot `j` takes part.
+    real: &'a [u8],
+    keep: &'a [u8],
+}
+
+pub(super) fn pivot(env: &Env, p: &PivotKernel, out: &SharedRows) {
+    pivot_on(Isa::detect(), env, p, out)
+}
+
+fn pivot_on(isa: Isa, env: &Env, p: &PivotKernel, out: &SharedRows) {
+    let (batch, n, mask) = env.g.pair.expect("pivot attention runs on a pair graph");
+    let (heads, d) = (p.shape.heads, p.shape.dim);
+    if n == 0 || d == 0 {
+        return;
+    }
+    let ops = p.operands.map(|(buf, col)| Operand {
+        data: env.buffers[buf.0].as_ref().expect("pivot operand is live").as_slice(),
+        width: env.widths[buf.0],
+        col,
+    });
+    let nv = n.next_multiple_of(L);
+    let np = if (nv / L) % 2 == 0 { nv + L } else { nv };
+    let dims = Dims { n, d, dp: d.next_multiple_of(L), nv, np };
+    let (ib, kb) = isa.block();
+    // Query rows per task: several micro-blocks, so each block of `k_jk` / `v_jk` packs is
+    // loaded into the core's cache once for all of them; fewer where tasks would run short.
+    let threads = rayon::current_num_threads();
+    let mut rows = ib * ROW_BLOCKS_PER_TASK;
+    while rows > ib && n.div_ceil(rows) * heads < 4 * threads {
+        rows -= ib;
+    }
+    let mut packs = SharedPacks::new(heads, dims);
+    for b in 0..batch {
+        let real = &mask[b * n..(b + 1) * n];
+        let mut keep = real.to_vec();
+        keep.resize(dims.nv, 0);
+        packs.fill(ops[2], ops[4], b, dims);
+        let tasks = n.div_ceil(rows);
+        let input = TaskInput { ops, packs: &packs, dims, b, rows, scale: p.scale, real, keep: &keep };
+        // Heads inner: neighbouring tasks read the same operand rows (other heads' columns).
+        (0..tasks * heads).into_par_iter().for_each_init(
+            || TaskScratch::new(rows, ib, kb, dims),
+            |scratch, task| run_task(isa, &input, task % heads, task / heads * rows, scratch, out),
+        );
+    }
+}
+
+fn run_task(isa: Isa, t: &TaskInput, h: usize, i0: usize, s: &mut TaskScratch, out: &SharedRows) {
+    // SAFETY: the target features were detected at run time by `Isa::detect`.
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { task_avx512(t, h, i0, s, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { task_avx2(t, h, i0, s, out) },
+        Isa::Portable => task::<2, 2, { cfg!(any(target_arch = "aarch64", target_feature = "fma")) }>(t, h, i0, s, out),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn task_avx512(t: &TaskInput, h: usize, i0: usize, s: &mut TaskScratch, out: &SharedRows) {
+    task::<4, 4, true>(t, h, i0, s, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn task_avx2(t: &TaskInput, h: usize, i0: usize, s: &mut TaskScratch, out: &SharedRows) {
+    task::<2, 2, true>(t, h, i0, s, out)
+}
+
+/// `a · b + c`, fused where the target has FMA (a library call otherwise, so not used there).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// One task: query rows `i0 .. i0 + rows` of head `h` against every `k`, in micro-blocks of
+/// `IB × KB` pairs. Rows and columns past `N` repeat the last one and are not written.
+#[inline(always)]
+fn task<const IB: usize, const KB: usize, const FMA: bool>(t: &TaskInput, h: usize, i0: usize, s: &mut TaskScratch, out: &SharedRows) {
+    let Dims { n, d, dp, np, .. } = t.dims;
+    let b = t.b;
+    let [q_op, k1_op, _, v1_op, _] = t.ops;
+    for ii in 0..t.rows {
+        let i = (i0 + ii).min(n - 1);
+        for j0 in (0..n).step_by(L) {
+            for l in 0..L {
+                k1_op.prefetch(b, i, j0 + L + l, n, h * d);
+                v1_op.prefetch(b, i, j0 + L + l, n, h * d);
+            }
+            let keys: [&[f32]; L] = std::array::from_fn(|l| k1_op.head(b, i, (j0 + l).min(n - 1), n, h, d));
+            transpose_rows(&keys, &mut s.k1t[ii * d * np..(ii + 1) * d * np], np, j0);
+            for j in j0..(j0 + L).min(n) {
+                copy_channels(&mut s.v1p[(ii * np + j) * dp..], v1_op.head(b, i, j, n, h, d));
+            }
+        }
+        for k in 0..n {
+            q_op.prefetch(b, i, k + L, n, h * d);
+            let q = &mut s.q[(ii * n + k) * d..(ii * n + k + 1) * d];
+            q.iter_mut().zip(q_op.head(b, i, k, n, h, d)).for_each(|(o, &x)| *o = x * t.scale);
+        }
+    }
+    for k0 in (0..n).step_by(KB) {
+        let cols: [usize; KB] = std::array::from_fn(|kk| (k0 + kk).min(n - 1));
+        let k2t: [&[f32]; KB] = cols.map(|k| t.packs.k2t(k, h, t.dims));
+        let v2p: [&[f32]; KB] = cols.map(|k| t.packs.v2p(k, h, t.dims));
+        for r0 in (0..t.rows).step_by(IB) {
+            let rows: [usize; IB] = std::array::from_fn(|ii| (i0 + r0 + ii).min(n - 1));
+            let query_real: [bool; IB] = rows.map(|i| t.real[i] != 0);
+            let q: [[&[f32]; KB]; IB] = std::array::from_fn(|ii| cols.map(|k| &s.q[((r0 + ii) * n + k) * d..((r0 + ii) * n + k + 1) * d]));
+            scores::<IB, KB, FMA>(t.dims, &q, &s.k1t[r0 * d * np..], &k2t, &mut s.s);
+            softmax_numerators::<IB, KB>(t.dims, &query_real, t.keep, &mut s.s, &mut s.inv_z);
+            values::<IB, KB, FMA>(t.dims, &s.s, &s.v1p[r0 * np * dp..], &v2p, &mut s.y);
+            for (ii, &i) in rows.iter().enumerate().filter(|&(ii, _)| i0 + r0 + ii < n) {
+                for (kk, &k) in cols.iter().enumerate().filter(|&(kk, _)| k0 + kk < n) {
+                    let pair = ii * KB + kk;
+                    let inv = s.inv_z[pair];
+                    // SAFETY: the (pair, head) column range is written by this task only.
+                    let o = unsafe { out.cols(b * n * n + i * n + k, h * d, d) };
+                    o.iter_mut().zip(&s.y[pair * dp..pair * dp + d]).for_each(|(o, &y)| *o = y * inv);
+                }
+            }
+        }
+    }
+}
+
+/// `dst[e · pitch + j0 + l] = rows[l][e]`: `L` pivots' channels, transposed into lane vectors.
+#[inline(always)]
+fn transpose_rows(rows: &[&[f32]; L], dst: &mut [f32], pitch: usize, j0: usize) {
+    let d = rows[0].len();
+    assert!(rows.iter().all(|r| r.len() == d) && dst.len() >= (d.max(1) - 1) * pitch + j0 + L);
+    for e in 0..d {
+        let v: Lanes = std::array::from_fn(|l| rows[l][e]);
+        dst[e * pitch + j0..e * pitch + j0 + L].copy_from_slice(&v);
+    }
+}
+
+/// `dst[..src.len()] = src`, inlined as one vector move for a head of `L` channels (the
+/// common head size) rather than a call to `memcpy`.
+#[inline(always)]
+fn copy_channels(dst: &mut [f32], src: &[f32]) {
+    if src.len() == L {
+        let v: Lanes = src.try_into().expect("L channels");
+        dst[..L].copy_from_slice(&v);
+    } else {
+        dst[..src.len()].copy_from_slice(src);
+    }
+}
+
+/// Read lane vector `at` of `v` (bounds-checked once, then a plain copy the compiler vectorises).
+#[inline(always)]
+fn lanes(v: &[f32], at: usize) -> Lanes {
+    v[at..at + L].try_into().expect("lane vector in bounds")
+}
+
+/// `S[ii][kk][j] = Σ_e q[ii][kk][e] · (k1t[ii][e][j] + k2t[kk][e][j])` for all padded pivots `j`.
+#[inline(always)]
+fn scores<const IB: usize, const KB: usize, const FMA: bool>(
+    dims: Dims,
+    q: &[[&[f32]; KB]; IB],
+    k1t: &[f32],
+    k2t: &[&[f32]; KB],
+    s: &mut [f32],
+) {
+    let Dims { d, nv, np, .. } = dims;
+    for j in (0..nv).step_by(L) {
+        let mut acc = [[[0f32; L]; KB]; IB];
+        for e in 0..d {
+            let a: [Lanes; IB] = std::array::from_fn(|ii| lanes(k1t, (ii * d + e) * np + j));
+            let c: [Lanes; KB] = std::array::from_fn(|kk| lanes(k2t[kk], e * np + j));
+            for ii in 0..IB {
+                for kk in 0..KB {
+                    let qv = q[ii][kk][e];
+                    for l in 0..L {
+                        acc[ii][kk][l] = madd::<FMA>(qv, a[ii][l] + c[kk][l], acc[ii][kk][l]);
+                    }
+                }
+            }
+        }
+        for ii in 0..IB {
+            for kk in 0..KB {
+                let at = (ii * KB + kk) * np + j;
+                s[at..at + L].copy_from_slice(&acc[ii][kk]);
+            }
+        }
+    }
+}
+
+/// Turn each pair's scores into softmax numerators `e^(s_j − max)` in place (masked pivots: 0)
+/// and store `1 / Σ_j`. A padding query row scores every pivot −1e9 in the reference, so its
+/// softmax is uniform over all `N` pivots.
+#[inline(always)]
+fn softmax_numerators<const IB: usize, const KB: usize>(
+    dims: Dims,
+    query_real: &[bool; IB],
+    keep: &[u8],
+    s: &mut [f32],
+    inv_z: &mut [f32],
+) {
+    let Dims { n, nv, np, .. } = dims;
+    debug_assert_eq!(keep.len(), nv);
+    for ii in 0..IB {
+        for kk in 0..KB {
+            let pair = ii * KB + kk;
+            if !query_real[ii] {
+                s[pair * np..pair * np + n].fill(1.0);
+                inv_z[pair] = 1.0 / n as f32;
+                continue;
+            }
+            // Whole lane vectors (padding pivots are not kept) and lane-wise partial max and
+            // sum keep both loops vectorised.
+            let row = &mut s[pair * np..pair * np + nv];
+            let mut m = [f32::NEG_INFINITY; L];
+            for (c, r) in row.chunks_exact(L).zip(keep.chunks_exact(L)) {
+                for l in 0..L {
+                    m[l] = if r[l] != 0 { m[l].max(c[l]) } else { m[l] };
+                }
+            }
+            let m = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let mut z = [0f32; L];
+            for (c, r) in row.chunks_exact_mut(L).zip(keep.chunks_exact(L)) {
+                for l in 0..L {
+                    let p = fast_exp(c[l] - m);
+                    c[l] = if r[l] != 0 { p } else { 0.0 };
+                    z[l] += c[l];
+                }
+            }
+            inv_z[pair] = 1.0 / z.iter().sum::<f32>();
+        }
+    }
+}
+
+/// `Y[ii][kk][e] = Σ_j P[ii][kk][j] · (v1p[ii][j][e] + v2p[kk][j][e])` over real pivots.
+#[inline(always)]
+fn values<const IB: usize, const KB: usize, const FMA: bool>(dims: Dims, p: &[f32], v1p: &[f32], v2p: &[&[f32]; KB], y: &mut [f32]) {
+    let Dims { n, dp, np, .. } = dims;
+    for e in (0..dp).step_by(L) {
+        let mut acc = [[[0f32; L]; KB]; IB];
+        for j in 0..n {
+            let a: [Lanes; IB] = std::array::from_fn(|ii| lanes(v1p, (ii * np + j) * dp + e));
+            let c: [Lanes; KB] = std::array::from_fn(|kk| lanes(v2p[kk], j * dp + e));
+            for ii in 0..IB {
+                for kk in 0..KB {
+                    let pv = p[(ii * KB + kk) * np + j];
+                    for l in 0..L {
+                        acc[ii][kk][l] = madd::<FMA>(pv, a[ii][l] + c[kk][l], acc[ii][kk][l]);
+                    }
+                }
+            }
+        }
+        for ii in 0..IB {
+            for kk in 0..KB {
+                let at = (ii * KB + kk) * dp + e;
+                y[at..at + L].copy_from_slice(&acc[ii][kk]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::GraphIndex;
+    use rgnn_ir::level2::BufferId;
+    use rgnn_ir::Shape;
+
+    /// Every micro-kernel flavour this CPU can run.
+    fn available() -> Vec<Isa> {
+        let mut all = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                all.push(Isa::Avx2);
+            }
+            if Isa::detect() == Isa::Avx512 {
+                all.push(Isa::Avx512);
+            }
+        }
+        all
+    }
+
+    /// The reference's definition, in f64: masked pivots score −1e9, softmax over all `N`.
+    fn naive(x: &[f32], width: usize, (batch, n, heads, d): (usize, usize, usize, usize), scale: f64, mask: &[u8]) -> Vec<f64> {
+        let c = heads * d;
+        let at = |b: usize, r: usize, col: usize, op: usize, h: usize, e: usize| {
+            x[((b * n * n) + r * n + col) * width + op * c + h * d + e] as f64
+        };
+        let mut y = vec![0f64; batch * n * n * c];
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..n {
+                    for k in 0..n {
+                        let s: Vec<f64> = (0..n)
+                            .map(|j| {
+                                if mask[b * n + i] == 0 || mask[b * n + j] == 0 {
+                                    return -1e9;
+                                }
+                                (0..d).map(|e| at(b, i, k, 0, h, e) * (at(b, i, j, 1, h, e) + at(b, j, k, 2, h, e))).sum::<f64>() * scale
+                            })
+                            .collect();
+                        let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let w: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+                        let z: f64 = w.iter().sum();
+                        for e in 0..d {
+                            y[(b * n * n + i * n + k) * c + h * d + e] =
+                                (0..n).map(|j| w[j] / z * (at(b, i, j, 3, h, e) + at(b, j, k, 4, h, e))).sum::<f64>();
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn every_flavour_matches_the_definition() {
+        // N not a multiple of the lanes or of the blocks; head sizes below, at and above one
+        // lane vector; padding nodes in one graph of the batch.
+        for &(n, heads, d) in &[(5, 1, 3), (19, 2, 16), (37, 3, 8), (24, 2, 20)] {
+            let batch = 2;
+            let width = 5 * heads * d + 3; // operands share one buffer, as `c_qkv` makes them
+            let mut seed = 0x2545_f491_u32 ^ (n * 131 + d) as u32;
+            let x: Vec<f32> = (0..batch * n * n * width)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+                })
+                .collect();
+            let mut mask = vec![1u8; batch * n];
+            for v in &mut mask[n + n * 2 / 3..] {
+                *v = 0;
+            }
+            let scale = 1.0 / ((2 * d) as f32).sqrt();
+            let want = naive(&x, width, (batch, n, heads, d), scale as f64, &mask);
+            let kernel = PivotKernel {
+                operands: std::array::from_fn(|o| (BufferId(0), o * heads * d)),
+                shape: Shape::new(heads, d),
+                scale,
+                output: BufferId(1),
+            };
+            let g = GraphIndex { pair: Some((batch, n, &mask)), ..GraphIndex::default() };
+            let buffers = vec![Some(x.clone()), None];
+            let widths = [width, heads * d];
+            let env = Env { buffers: &buffers, widths: &widths, params: &[], g: &g };
+            for isa in available() {
+                let mut got = vec![f32::NAN; batch * n * n * heads * d];
+                pivot_on(isa, &env, &kernel, &SharedRows { ptr: got.as_mut_ptr(), width: heads * d });
+                // Relative to the largest output, as the fixture comparisons measure.
+                let top = want.iter().fold(0f64, |a, w| a.max(w.abs()));
+                let worst = got.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0f64, f64::max) / top;
+                assert!(worst < 1e-5, "{isa:?} N={n} heads={heads} d={d}: max error {worst:e} of the largest output");
+            }
+        }
+    }
+}
