@@ -644,7 +644,7 @@ pub fn write_rgat_model(path: &Path, in_c: usize, out_c: usize, num_relations: u
 /// One-layer PyG `HGTConv(in, out, metadata, heads)` for `graph`'s invented node types and its
 /// relations as edge types (metadata order = relation id order). Prefix `convs.0`.
 pub fn write_hgt_model(path: &Path, graph: &SynthGraph, in_c: usize, out_c: usize, heads: usize, seed: u64) -> Result<(), String> {
-    assert!(out_c % heads == 0, "out_channels must be divisible by heads");
+    assert!(out_c.is_multiple_of(heads), "out_channels must be divisible by heads");
     let mut rng = Rng::derive(seed, 103);
     let d = out_c / heads;
     let n_et = graph.num_relations;

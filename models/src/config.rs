@@ -349,7 +349,7 @@ fn rgcn(k: &mut Keys) -> Result<RgcnConfig, ModelError> {
         return Err(k.err("`num_bases` and `num_blocks` cannot both be set".into()));
     }
     if let Some(b) = c.num_blocks {
-        if c.in_channels % b != 0 || c.out_channels % b != 0 {
+        if !c.in_channels.is_multiple_of(b) || !c.out_channels.is_multiple_of(b) {
             return Err(k.err(format!("`num_blocks` {b} must divide in_channels {} and out_channels {}", c.in_channels, c.out_channels)));
         }
     }
@@ -386,7 +386,7 @@ fn rel_graph_conv(k: &mut Keys) -> Result<RelGraphConvConfig, ModelError> {
     }
     if c.regularizer == Regularizer::Bdd {
         let b = c.num_bases.unwrap_or(1);
-        if c.in_feat % b != 0 || c.out_feat % b != 0 {
+        if !c.in_feat.is_multiple_of(b) || !c.out_feat.is_multiple_of(b) {
             return Err(k.err(format!("`num_bases` {b} must divide in_feat {} and out_feat {} for bdd", c.in_feat, c.out_feat)));
         }
     }
@@ -428,7 +428,7 @@ fn rgat(k: &mut Keys) -> Result<RgatConfig, ModelError> {
     }
     if let Some(b) = c.num_blocks {
         let hc = c.heads * c.out_channels;
-        if c.in_channels % b != 0 || hc % b != 0 {
+        if !c.in_channels.is_multiple_of(b) || !hc.is_multiple_of(b) {
             return Err(k.err(format!("`num_blocks` {b} must divide in_channels {} and heads*out_channels {hc}", c.in_channels)));
         }
     }
@@ -457,7 +457,7 @@ fn hgt(k: &mut Keys) -> Result<HgtConfig, ModelError> {
         None => return Err(k.err("missing required key `in_channels`".into())),
     };
     let c = HgtConfig { in_channels, out_channels: k.usize_req("out_channels")?, heads: k.usize_or("heads", 1)? };
-    if c.out_channels % c.heads != 0 {
+    if !c.out_channels.is_multiple_of(c.heads) {
         return Err(k.err(format!("`out_channels` {} must be divisible by `heads` {}", c.out_channels, c.heads)));
     }
     Ok(c)
@@ -493,7 +493,7 @@ fn pivotal(k: &mut Keys) -> Result<PivotalConfig, ModelError> {
         enable_symmetric_mix: k.bool_or("enable_symmetric_mix", true)?,
         enable_ffn: k.bool_or("enable_ffn", true)?,
     };
-    if c.embed_dim % c.num_heads != 0 {
+    if !c.embed_dim.is_multiple_of(c.num_heads) {
         return Err(k.err(format!("`embed_dim` {} must be divisible by `num_heads` {}", c.embed_dim, c.num_heads)));
     }
     Ok(c)

@@ -119,12 +119,8 @@ struct CompiledCpu {
     layout: GraphLayout,
     /// Planned once per graph: sizes depend only on the plan and the graph.
     memory: rgnn_codegen::MemoryPlan,
-}
-
-impl CompiledCpu {
-    fn index(&self) -> GraphIndex<'_> {
-        graph_index(&self.graph, &self.layout)
-    }
+    /// Intermediate buffers kept from one run to the next.
+    pool: rgnn_kernels::cpu::BufferPool,
 }
 
 /// The templates' view of a graph and its layouts.
@@ -154,7 +150,7 @@ pub(crate) fn graph_index<'a>(g: &'a ExecGraph, l: &'a GraphLayout) -> GraphInde
 
 impl Executable for CompiledCpu {
     fn run(&mut self) -> Result<Vec<(String, Tensor)>> {
-        let index = self.index();
+        let index = graph_index(&self.graph, &self.layout);
         let params: Vec<Param> = self.params.iter().map(|t| Param { shape: &t.shape, data: &t.data }).collect();
         let mut buffers = vec![None; self.plan.buffers.len()];
         for (i, b) in self.plan.buffers.iter().enumerate() {
@@ -163,11 +159,13 @@ impl Executable for CompiledCpu {
                 buffers[i] = Some(x.data.clone());
             }
         }
-        let buffers = rgnn_kernels::cpu::execute(&self.plan, &params, &index, buffers);
+        let mut buffers = rgnn_kernels::cpu::execute_with_pool(&self.plan, &params, &index, buffers, &mut self.pool);
         let mut out = vec![];
-        for (name, b) in &self.plan.outputs {
+        for (k, (name, b)) in self.plan.outputs.iter().enumerate() {
             let info = &self.plan.buffers[b.0];
-            let data = buffers[b.0].clone().ok_or_else(|| RuntimeError::Invalid(format!("output `{name}` was not computed")))?;
+            let named_again = self.plan.outputs[k + 1..].iter().any(|(_, later)| later == b);
+            let data = if named_again { buffers[b.0].clone() } else { buffers[b.0].take() };
+            let data = data.ok_or_else(|| RuntimeError::Invalid(format!("output `{name}` was not computed")))?;
             check_finite(name, &data, info.width)?;
             out.push((name.clone(), Tensor::new(vec![data.len() / info.width.max(1), info.width], data)));
         }
@@ -229,7 +227,7 @@ impl Backend for CpuBackend {
             Ok((plan, layout)) => {
                 let index = graph_index(&graph, &layout);
                 let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
-                Ok(Box::new(CompiledCpu { plan, params, graph, layout, memory }))
+                Ok(Box::new(CompiledCpu { plan, params, graph, layout, memory, pool: Default::default() }))
             }
             Err(_) => Ok(Box::new(CpuExecutable { program: program.clone(), params, graph, peak: 0 })),
         }

@@ -2,6 +2,7 @@
 //! Fused row programs run on a small interpreter over per-thread scratch slots.
 
 mod pivot;
+mod simd;
 
 use rayon::prelude::*;
 use rgnn_ir::level2::*;
@@ -329,9 +330,52 @@ fn run_row(
     }
 }
 
+/// Buffers freed by earlier kernels (or runs), reused for later outputs: a fresh allocation of
+/// this size costs a page fault per 4 KiB on first touch, which showed as an eighth of a
+/// FloydNet pass. A buffer is reused only for outputs of at least half its size, so the pool
+/// holds about what the largest run held.
+#[derive(Default)]
+pub struct BufferPool {
+    free: Vec<Vec<f32>>,
+}
+
+impl BufferPool {
+    /// A zeroed buffer of `len` floats.
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        let fit =
+            self.free.iter().enumerate().filter(|(_, v)| v.capacity() >= len && v.capacity() / 2 <= len).min_by_key(|(_, v)| v.capacity());
+        match fit {
+            Some((i, _)) => {
+                let mut v = self.free.swap_remove(i);
+                v.clear();
+                v.resize(len, 0.0);
+                v
+            }
+            None => vec![0.0; len],
+        }
+    }
+
+    fn give(&mut self, v: Vec<f32>) {
+        if v.capacity() > 0 {
+            self.free.push(v);
+        }
+    }
+}
+
 /// Execute a kernel program. `buffers` holds the inputs (by buffer id); the rest are allocated
 /// here and freed after their last reader. Returns every buffer that is still held (outputs).
-pub fn execute(kp: &KernelProgram, params: &[Param], g: &GraphIndex, mut buffers: Vec<Option<Vec<f32>>>) -> Vec<Option<Vec<f32>>> {
+pub fn execute(kp: &KernelProgram, params: &[Param], g: &GraphIndex, buffers: Vec<Option<Vec<f32>>>) -> Vec<Option<Vec<f32>>> {
+    execute_with_pool(kp, params, g, buffers, &mut BufferPool::default())
+}
+
+/// [`execute`], taking intermediate buffers from `pool` and returning freed ones to it.
+pub fn execute_with_pool(
+    kp: &KernelProgram,
+    params: &[Param],
+    g: &GraphIndex,
+    mut buffers: Vec<Option<Vec<f32>>>,
+    pool: &mut BufferPool,
+) -> Vec<Option<Vec<f32>>> {
     let widths: Vec<usize> = kp.buffers.iter().map(|b| b.width).collect();
     buffers.resize(kp.buffers.len(), None);
     // RGNN_PROFILE=1: time per kernel on stderr (a development aid; benchmarks time whole runs).
@@ -340,7 +384,7 @@ pub fn execute(kp: &KernelProgram, params: &[Param], g: &GraphIndex, mut buffers
         let started = std::time::Instant::now();
         let out_id = kernel.output();
         let out_buf = &kp.buffers[out_id.0];
-        let mut out = buffers[out_id.0].take().unwrap_or_else(|| vec![0f32; g.rows(out_buf.domain) * out_buf.width]);
+        let mut out = buffers[out_id.0].take().unwrap_or_else(|| pool.take(g.rows(out_buf.domain) * out_buf.width));
         {
             let env = Env { buffers: &buffers, widths: &widths, params, g };
             let shared = SharedRows { ptr: out.as_mut_ptr(), width: out_buf.width };
@@ -358,7 +402,9 @@ pub fn execute(kp: &KernelProgram, params: &[Param], g: &GraphIndex, mut buffers
         // Free buffers whose last reader this was.
         for (i, b) in kp.buffers.iter().enumerate() {
             if b.lifetime.1 == k && !matches!(b.role, BufferRole::Output(_)) && BufferId(i) != out_id {
-                buffers[i] = None;
+                if let Some(v) = buffers[i].take() {
+                    pool.give(v);
+                }
             }
         }
     }

@@ -11,8 +11,9 @@
 //! Operands are repacked once per (batch, head) so the micro-kernels read contiguous, zero-padded
 //! rows: the `k_jk` keys as `[k][e][j]` and the `v_jk` values as `[k][j][e]` (shared by all
 //! tasks), a task's own `k_ij` as `[i][e][j]`, `v_ij` as `[i][j][e]` and its scaled queries.
-//! The micro-kernels are plain Rust over fixed-size lane arrays, compiled once per instruction
-//! set (AVX-512, AVX2 + FMA, portable) so the compiler vectorises each with its own registers.
+//! The micro-kernels are written once over a 16-float vector type (`simd::Simd`) and compiled
+//! once per instruction set (AVX-512, AVX2 + FMA, portable), each with register blocks sized
+//! for its register file.
 
 // The micro-kernels index register blocks by position on purpose: `acc[ii][kk][l]` reads as
 // the block it is, and fixed trip counts are what the vectoriser unrolls.
@@ -22,9 +23,11 @@ use super::{fast_exp, Env, SharedRows};
 use rayon::prelude::*;
 use rgnn_ir::level2::PivotKernel;
 
-/// Vector lanes of the micro-kernels: pivots per score step, channels per value step. Pivot and
-/// channel axes of the packs are padded to a multiple of this.
-const L: usize = 16;
+// `L`: vector lanes of the micro-kernels, pivots per score step, channels per value step. Pivot
+// and channel axes of the packs are padded to a multiple of it.
+#[cfg(target_arch = "x86_64")]
+use super::simd::{Avx2, Avx512};
+use super::simd::{Portable, Simd, L};
 
 /// One lane vector.
 type Lanes = [f32; L];
@@ -249,7 +252,7 @@ fn pivot_on(isa: Isa, env: &Env, p: &PivotKernel, out: &SharedRows) {
         col,
     });
     let nv = n.next_multiple_of(L);
-    let np = if (nv / L) % 2 == 0 { nv + L } else { nv };
+    let np = if (nv / L).is_multiple_of(2) { nv + L } else { nv };
     let dims = Dims { n, d, dp: d.next_multiple_of(L), nv, np };
     let (ib, kb) = isa.block();
     // Query rows per task: several micro-blocks, so each block of `k_jk` / `v_jk` packs is
@@ -282,36 +285,26 @@ fn run_task(isa: Isa, t: &TaskInput, h: usize, i0: usize, s: &mut TaskScratch, o
         Isa::Avx512 => unsafe { task_avx512(t, h, i0, s, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { task_avx2(t, h, i0, s, out) },
-        Isa::Portable => task::<2, 2, { cfg!(any(target_arch = "aarch64", target_feature = "fma")) }>(t, h, i0, s, out),
+        Isa::Portable => task::<Portable, 2, 2>(t, h, i0, s, out),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 unsafe fn task_avx512(t: &TaskInput, h: usize, i0: usize, s: &mut TaskScratch, out: &SharedRows) {
-    task::<4, 4, true>(t, h, i0, s, out)
+    task::<Avx512, 4, 4>(t, h, i0, s, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn task_avx2(t: &TaskInput, h: usize, i0: usize, s: &mut TaskScratch, out: &SharedRows) {
-    task::<2, 2, true>(t, h, i0, s, out)
-}
-
-/// `a · b + c`, fused where the target has FMA (a library call otherwise, so not used there).
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
+    task::<Avx2, 2, 2>(t, h, i0, s, out)
 }
 
 /// One task: query rows `i0 .. i0 + rows` of head `h` against every `k`, in micro-blocks of
 /// `IB × KB` pairs. Rows and columns past `N` repeat the last one and are not written.
 #[inline(always)]
-fn task<const IB: usize, const KB: usize, const FMA: bool>(t: &TaskInput, h: usize, i0: usize, s: &mut TaskScratch, out: &SharedRows) {
+fn task<S: Simd, const IB: usize, const KB: usize>(t: &TaskInput, h: usize, i0: usize, s: &mut TaskScratch, out: &SharedRows) {
     let Dims { n, d, dp, np, .. } = t.dims;
     let b = t.b;
     let [q_op, k1_op, _, v1_op, _] = t.ops;
@@ -334,6 +327,10 @@ fn task<const IB: usize, const KB: usize, const FMA: bool>(t: &TaskInput, h: usi
             q.iter_mut().zip(q_op.head(b, i, k, n, h, d)).for_each(|(o, &x)| *o = x * t.scale);
         }
     }
+    // One micro-block's queries `[e][ii][kk]` and softmax numerators `[j][ii][kk]`: the
+    // micro-kernels broadcast them from one base address at fixed offsets.
+    let mut qb = vec![[[0f32; KB]; IB]; d];
+    let mut pt = vec![[[0f32; KB]; IB]; t.dims.nv];
     for k0 in (0..n).step_by(KB) {
         let cols: [usize; KB] = std::array::from_fn(|kk| (k0 + kk).min(n - 1));
         let k2t: [&[f32]; KB] = cols.map(|k| t.packs.k2t(k, h, t.dims));
@@ -341,10 +338,12 @@ fn task<const IB: usize, const KB: usize, const FMA: bool>(t: &TaskInput, h: usi
         for r0 in (0..t.rows).step_by(IB) {
             let rows: [usize; IB] = std::array::from_fn(|ii| (i0 + r0 + ii).min(n - 1));
             let query_real: [bool; IB] = rows.map(|i| t.real[i] != 0);
-            let q: [[&[f32]; KB]; IB] = std::array::from_fn(|ii| cols.map(|k| &s.q[((r0 + ii) * n + k) * d..((r0 + ii) * n + k + 1) * d]));
-            scores::<IB, KB, FMA>(t.dims, &q, &s.k1t[r0 * d * np..], &k2t, &mut s.s);
-            softmax_numerators::<IB, KB>(t.dims, &query_real, t.keep, &mut s.s, &mut s.inv_z);
-            values::<IB, KB, FMA>(t.dims, &s.s, &s.v1p[r0 * np * dp..], &v2p, &mut s.y);
+            for (e, qe) in qb.iter_mut().enumerate() {
+                *qe = std::array::from_fn(|ii| cols.map(|k| s.q[((r0 + ii) * n + k) * d + e]));
+            }
+            scores::<S, IB, KB>(t.dims, &qb, &s.k1t[r0 * d * np..], &k2t, &mut s.s);
+            softmax_numerators::<IB, KB>(t.dims, &query_real, t.keep, &s.s, &mut pt, &mut s.inv_z);
+            values::<S, IB, KB>(t.dims, &pt, &s.v1p[r0 * np * dp..], &v2p, &mut s.y);
             for (ii, &i) in rows.iter().enumerate().filter(|&(ii, _)| i0 + r0 + ii < n) {
                 for (kk, &k) in cols.iter().enumerate().filter(|&(kk, _)| k0 + kk < n) {
                     let pair = ii * KB + kk;
@@ -381,69 +380,61 @@ fn copy_channels(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// Read lane vector `at` of `v` (bounds-checked once, then a plain copy the compiler vectorises).
+/// `S[ii][kk][j] = Σ_e q[e][ii][kk] · (k1t[ii][e][j] + k2t[kk][e][j])` for the pivots in whole
+/// lane vectors.
 #[inline(always)]
-fn lanes(v: &[f32], at: usize) -> Lanes {
-    v[at..at + L].try_into().expect("lane vector in bounds")
-}
-
-/// `S[ii][kk][j] = Σ_e q[ii][kk][e] · (k1t[ii][e][j] + k2t[kk][e][j])` for all padded pivots `j`.
-#[inline(always)]
-fn scores<const IB: usize, const KB: usize, const FMA: bool>(
-    dims: Dims,
-    q: &[[&[f32]; KB]; IB],
-    k1t: &[f32],
-    k2t: &[&[f32]; KB],
-    s: &mut [f32],
-) {
+fn scores<S: Simd, const IB: usize, const KB: usize>(dims: Dims, q: &[[[f32; KB]; IB]], k1t: &[f32], k2t: &[&[f32]; KB], s: &mut [f32]) {
     let Dims { d, nv, np, .. } = dims;
+    // Every load below is in bounds by these (checked once, not per element).
+    assert!(q.len() == d && d > 0 && nv <= np);
+    assert!(k1t.len() >= ((IB - 1) * d + d - 1) * np + nv && k2t.iter().all(|k| k.len() >= (d - 1) * np + nv));
+    assert!(s.len() >= (IB * KB - 1) * np + nv);
     for j in (0..nv).step_by(L) {
-        let mut acc = [[[0f32; L]; KB]; IB];
-        for e in 0..d {
-            let a: [Lanes; IB] = std::array::from_fn(|ii| lanes(k1t, (ii * d + e) * np + j));
-            let c: [Lanes; KB] = std::array::from_fn(|kk| lanes(k2t[kk], e * np + j));
+        let mut acc = [[S::zero(); KB]; IB];
+        for (e, qe) in q.iter().enumerate() {
+            // SAFETY: the offsets are at most the bounds asserted above.
+            let a: [S::V; IB] = std::array::from_fn(|ii| unsafe { S::load(k1t.as_ptr().add((ii * d + e) * np + j)) });
+            let c: [S::V; KB] = std::array::from_fn(|kk| unsafe { S::load(k2t[kk].as_ptr().add(e * np + j)) });
             for ii in 0..IB {
                 for kk in 0..KB {
-                    let qv = q[ii][kk][e];
-                    for l in 0..L {
-                        acc[ii][kk][l] = madd::<FMA>(qv, a[ii][l] + c[kk][l], acc[ii][kk][l]);
-                    }
+                    acc[ii][kk] = S::madd(qe[ii][kk], S::add(a[ii], c[kk]), acc[ii][kk]);
                 }
             }
         }
         for ii in 0..IB {
             for kk in 0..KB {
-                let at = (ii * KB + kk) * np + j;
-                s[at..at + L].copy_from_slice(&acc[ii][kk]);
+                // SAFETY: in bounds by the assert above.
+                unsafe { S::store(s.as_mut_ptr().add((ii * KB + kk) * np + j), acc[ii][kk]) };
             }
         }
     }
 }
 
-/// Turn each pair's scores into softmax numerators `e^(s_j − max)` in place (masked pivots: 0)
-/// and store `1 / Σ_j`. A padding query row scores every pivot −1e9 in the reference, so its
-/// softmax is uniform over all `N` pivots.
+/// Softmax numerators `p[j][ii][kk] = e^(s_j − max)` (masked pivots: 0) from the scores
+/// `s[ii][kk][j]`, and `1 / Σ_j` per pair. A padding query row scores every pivot −1e9 in the
+/// reference, so its softmax is uniform over all `N` pivots.
 #[inline(always)]
 fn softmax_numerators<const IB: usize, const KB: usize>(
     dims: Dims,
     query_real: &[bool; IB],
     keep: &[u8],
-    s: &mut [f32],
+    s: &[f32],
+    p: &mut [[[f32; KB]; IB]],
     inv_z: &mut [f32],
 ) {
     let Dims { n, nv, np, .. } = dims;
-    debug_assert_eq!(keep.len(), nv);
+    assert!(keep.len() == nv && p.len() == nv);
     for ii in 0..IB {
         for kk in 0..KB {
             let pair = ii * KB + kk;
             if !query_real[ii] {
-                s[pair * np..pair * np + n].fill(1.0);
+                (0..nv).for_each(|j| p[j][ii][kk] = if j < n { 1.0 } else { 0.0 });
                 inv_z[pair] = 1.0 / n as f32;
                 continue;
             }
             // Whole lane vectors (padding pivots are not kept) and lane-wise partial max and
             // sum keep both loops vectorised.
-            let row = &mut s[pair * np..pair * np + nv];
+            let row = &s[pair * np..pair * np + nv];
             let mut m = [f32::NEG_INFINITY; L];
             for (c, r) in row.chunks_exact(L).zip(keep.chunks_exact(L)) {
                 for l in 0..L {
@@ -452,11 +443,15 @@ fn softmax_numerators<const IB: usize, const KB: usize>(
             }
             let m = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             let mut z = [0f32; L];
-            for (c, r) in row.chunks_exact_mut(L).zip(keep.chunks_exact(L)) {
+            for ((c, r), pc) in row.chunks_exact(L).zip(keep.chunks_exact(L)).zip(p.chunks_exact_mut(L)) {
+                let mut e: Lanes = [0.0; L];
                 for l in 0..L {
-                    let p = fast_exp(c[l] - m);
-                    c[l] = if r[l] != 0 { p } else { 0.0 };
-                    z[l] += c[l];
+                    let x = fast_exp(c[l] - m);
+                    e[l] = if r[l] != 0 { x } else { 0.0 };
+                    z[l] += e[l];
+                }
+                for l in 0..L {
+                    pc[l][ii][kk] = e[l];
                 }
             }
             inv_z[pair] = 1.0 / z.iter().sum::<f32>();
@@ -464,28 +459,30 @@ fn softmax_numerators<const IB: usize, const KB: usize>(
     }
 }
 
-/// `Y[ii][kk][e] = Σ_j P[ii][kk][j] · (v1p[ii][j][e] + v2p[kk][j][e])` over real pivots.
+/// `Y[ii][kk][e] = Σ_j p[j][ii][kk] · (v1p[ii][j][e] + v2p[kk][j][e])` over real pivots.
 #[inline(always)]
-fn values<const IB: usize, const KB: usize, const FMA: bool>(dims: Dims, p: &[f32], v1p: &[f32], v2p: &[&[f32]; KB], y: &mut [f32]) {
+fn values<S: Simd, const IB: usize, const KB: usize>(dims: Dims, p: &[[[f32; KB]; IB]], v1p: &[f32], v2p: &[&[f32]; KB], y: &mut [f32]) {
     let Dims { n, dp, np, .. } = dims;
+    // Every load below is in bounds by these (checked once, not per element).
+    assert!(p.len() >= n && n > 0 && n <= np);
+    assert!(v1p.len() >= ((IB - 1) * np + n - 1) * dp + dp && v2p.iter().all(|v| v.len() >= (n - 1) * dp + dp));
     for e in (0..dp).step_by(L) {
-        let mut acc = [[[0f32; L]; KB]; IB];
-        for j in 0..n {
-            let a: [Lanes; IB] = std::array::from_fn(|ii| lanes(v1p, (ii * np + j) * dp + e));
-            let c: [Lanes; KB] = std::array::from_fn(|kk| lanes(v2p[kk], j * dp + e));
+        let mut acc = [[S::zero(); KB]; IB];
+        for (j, pj) in p[..n].iter().enumerate() {
+            // SAFETY: the offsets are at most the bounds asserted above.
+            let a: [S::V; IB] = std::array::from_fn(|ii| unsafe { S::load(v1p.as_ptr().add((ii * np + j) * dp + e)) });
+            let c: [S::V; KB] = std::array::from_fn(|kk| unsafe { S::load(v2p[kk].as_ptr().add(j * dp + e)) });
             for ii in 0..IB {
                 for kk in 0..KB {
-                    let pv = p[(ii * KB + kk) * np + j];
-                    for l in 0..L {
-                        acc[ii][kk][l] = madd::<FMA>(pv, a[ii][l] + c[kk][l], acc[ii][kk][l]);
-                    }
+                    acc[ii][kk] = S::madd(pj[ii][kk], S::add(a[ii], c[kk]), acc[ii][kk]);
                 }
             }
         }
+        assert!(y.len() >= (IB * KB - 1) * dp + e + L);
         for ii in 0..IB {
             for kk in 0..KB {
-                let at = (ii * KB + kk) * dp + e;
-                y[at..at + L].copy_from_slice(&acc[ii][kk]);
+                // SAFETY: in bounds by the assert above.
+                unsafe { S::store(y.as_mut_ptr().add((ii * KB + kk) * dp + e), acc[ii][kk]) };
             }
         }
     }
