@@ -2,15 +2,16 @@
 //!
 //! For one batch `b` and head `h`, output pair `(i, k)` attends over pivots `j`:
 //! `s_j = scale · q_ik · (k_ij + k_jk)`, `y_ik = Σ_j softmax(s)_j · (v_ij + v_jk)`.
-//! A task owns a block of `IB` query rows `i`; it walks the `k` axis in blocks of `KB`, and for
-//! each `IB × KB` block of pairs computes all `N` scores (a register-blocked micro-kernel with
-//! the pivots in vector lanes), the softmax, and the value sum (channels in vector lanes), then
-//! writes the block's outputs. The score tensor is never stored beyond one `IB × KB × N` block
-//! (16 KiB at N = 256), so memory is O(N²) and every operand stays in the core's caches.
+//! A task owns a few micro-blocks of `IB` query rows `i` of one head; it walks the `k` axis in
+//! blocks of `KB`, and for each `IB × KB` block of pairs computes all `N` scores (a
+//! register-blocked micro-kernel with the pivots in vector lanes), the softmax, and the value sum
+//! (channels in vector lanes), then writes the block's outputs. The score tensor is never stored
+//! beyond one `IB × KB × N` block (16 KiB at N = 256), so memory is O(N²), and the `k_jk` /
+//! `v_jk` packs of a `k` block are loaded into the core's caches once for all the task's rows.
 //!
-//! Operands are repacked once per (batch, head) so the micro-kernels read contiguous, zero-padded
-//! rows: the `k_jk` keys as `[k][e][j]` and the `v_jk` values as `[k][j][e]` (shared by all
-//! tasks), a task's own `k_ij` as `[i][e][j]`, `v_ij` as `[i][j][e]` and its scaled queries.
+//! Operands are repacked so the micro-kernels read contiguous, zero-padded rows: once per batch
+//! the `k_jk` keys as `[k][h][e][j]` and the `v_jk` values as `[k][h][j][e]` (shared by all
+//! tasks), and per task its own `k_ij` as `[i][e][j]`, `v_ij` as `[i][j][e]` and scaled queries.
 //! The micro-kernels are written once over a 16-float vector type (`simd::Simd`) and compiled
 //! once per instruction set (AVX-512, AVX2 + FMA, portable), each with register blocks sized
 //! for its register file.
@@ -92,6 +93,11 @@ struct Dims {
     np: usize,
 }
 
+/// Micro-block sizes `(IB, KB)`: `IB · KB` vector accumulators must fit the register file beside
+/// the `IB + KB` operand vectors (AVX-512: 32 zmm; AVX2: 16 ymm, two per vector).
+const AVX512_BLOCK: (usize, usize) = (4, 4);
+const SMALL_BLOCK: (usize, usize) = (2, 2);
+
 /// The micro-kernel flavour the CPU supports, picked once per call.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Isa {
@@ -106,26 +112,26 @@ impl Isa {
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+            // Exactly the features `task_avx512` / `task_avx2` are compiled with.
+            let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+            if avx2 && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
                 return Isa::Avx512;
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if avx2 {
                 return Isa::Avx2;
             }
         }
         Isa::Portable
     }
 
-    /// Query rows per task (`IB`) and pivot-pair columns per block (`KB`): `IB · KB` lane
-    /// accumulators must fit the register file beside the operands (32 zmm; 16 ymm, where one
-    /// lane vector takes two).
+    /// Query rows (`IB`) and `k` columns (`KB`) of a micro-block.
     fn block(self) -> (usize, usize) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => (4, 4),
+            Isa::Avx512 => (AVX512_BLOCK.0, AVX512_BLOCK.1),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => (2, 2),
-            Isa::Portable => (2, 2),
+            Isa::Avx2 => (SMALL_BLOCK.0, SMALL_BLOCK.1),
+            Isa::Portable => (SMALL_BLOCK.0, SMALL_BLOCK.1),
         }
     }
 }
@@ -285,20 +291,20 @@ fn run_task(isa: Isa, t: &TaskInput, h: usize, i0: usize, s: &mut TaskScratch, o
         Isa::Avx512 => unsafe { task_avx512(t, h, i0, s, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { task_avx2(t, h, i0, s, out) },
-        Isa::Portable => task::<Portable, 2, 2>(t, h, i0, s, out),
+        Isa::Portable => task::<Portable, { SMALL_BLOCK.0 }, { SMALL_BLOCK.1 }>(t, h, i0, s, out),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 unsafe fn task_avx512(t: &TaskInput, h: usize, i0: usize, s: &mut TaskScratch, out: &SharedRows) {
-    task::<Avx512, 4, 4>(t, h, i0, s, out)
+    task::<Avx512, { AVX512_BLOCK.0 }, { AVX512_BLOCK.1 }>(t, h, i0, s, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn task_avx2(t: &TaskInput, h: usize, i0: usize, s: &mut TaskScratch, out: &SharedRows) {
-    task::<Avx2, 2, 2>(t, h, i0, s, out)
+    task::<Avx2, { SMALL_BLOCK.0 }, { SMALL_BLOCK.1 }>(t, h, i0, s, out)
 }
 
 /// One task: query rows `i0 .. i0 + rows` of head `h` against every `k`, in micro-blocks of
