@@ -62,6 +62,10 @@ enum Command {
         backend: Backend,
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Dtype,
+        /// With --dtype f32 on the cuda backend: let GEMMs use TF32 tensor cores (10-bit
+        /// mantissa operands, f32 accumulation; like PyTorch's allow_tf32). Other backends ignore it.
+        #[arg(long)]
+        tf32: bool,
     },
     /// Show what a model computes (and, with a graph, how it will run).
     Inspect {
@@ -90,6 +94,10 @@ enum Command {
         /// Storage type of the emitted kernels.
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Dtype,
+        /// With --dtype f32 on the cuda backend: let GEMMs use TF32 tensor cores (10-bit
+        /// mantissa operands, f32 accumulation; like PyTorch's allow_tf32). Other backends ignore it.
+        #[arg(long)]
+        tf32: bool,
     },
     /// Time the whole forward pass (after warm-up).
     Bench {
@@ -106,6 +114,10 @@ enum Command {
         json: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Dtype,
+        /// With --dtype f32 on the cuda backend: let GEMMs use TF32 tensor cores (10-bit
+        /// mantissa operands, f32 accumulation; like PyTorch's allow_tf32). Other backends ignore it.
+        #[arg(long)]
+        tf32: bool,
     },
     /// Run the embedded demo: an RGCN link predictor trained with PyG on the Kinships graph.
     Demo,
@@ -134,21 +146,21 @@ fn load(model: &PathBuf, graph: &PathBuf) -> Result<(Model, Graph)> {
     Ok((m, g))
 }
 
-/// Compiler options for a storage type.
-fn options(dtype: Dtype) -> CompileOptions {
+/// Compiler options for a storage type (and whether f32 GEMMs may use TF32 on CUDA).
+fn options(dtype: Dtype, tf32: bool) -> CompileOptions {
     let storage = match dtype {
         Dtype::F32 => DType::F32,
         Dtype::F16 => DType::F16,
         Dtype::Bf16 => DType::BF16,
     };
-    CompileOptions { storage, ..Default::default() }
+    CompileOptions { storage, tf32, ..Default::default() }
 }
 
 fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Run { model, graph, out, backend, dtype } => {
+        Command::Run { model, graph, out, backend, dtype, tf32 } => {
             let (m, g) = load(&model, &graph)?;
-            let mut s = Session::with_options(&m, &g, backend.into(), options(dtype))?;
+            let mut s = Session::with_options(&m, &g, backend.into(), options(dtype, tf32))?;
             let t = Instant::now();
             let outputs = s.run()?;
             let secs = t.elapsed().as_secs_f64();
@@ -160,7 +172,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             };
             eprintln!("{} on {} ({path}): {} in {:.3} s -> {}", m.config.model, s.device(), shapes.join(", "), secs, out.display());
         }
-        Command::Inspect { model, graph, ir, optimized, plan, memory, emit, arch, dtype } => {
+        Command::Inspect { model, graph, ir, optimized, plan, memory, emit, arch, dtype, tf32 } => {
             let m = Model::load(&model).with_context(|| format!("loading model {}", model.display()))?;
             for w in &m.config.warnings {
                 eprintln!("warning: {w}");
@@ -170,14 +182,14 @@ fn dispatch(cmd: Command) -> Result<()> {
                 let g = Graph::load(graph).with_context(|| format!("loading graph {}", graph.display()))?;
                 match emit {
                     Emit::Wgsl => {
-                        let generated = rgnn::runtime::emit_wgsl(&m, &g, options(dtype))?;
+                        let generated = rgnn::runtime::emit_wgsl(&m, &g, options(dtype, tf32))?;
                         for d in &generated.dispatches {
                             println!("// ==== {}: workgroups {:?}, {} bindings", d.label, d.workgroups, d.bindings.len());
                             println!("{}", d.source);
                         }
                     }
                     Emit::Cuda => {
-                        let generated = rgnn::runtime::emit_cuda(&m, &g, options(dtype))?;
+                        let generated = rgnn::runtime::emit_cuda(&m, &g, options(dtype, tf32))?;
                         for d in &generated.dispatches {
                             println!(
                                 "// ==== {}: grid {:?}, block {:?}, {} parameters",
@@ -190,7 +202,7 @@ fn dispatch(cmd: Command) -> Result<()> {
                         }
                     }
                     Emit::Ptx => {
-                        let generated = rgnn::runtime::emit_cuda(&m, &g, options(dtype))?;
+                        let generated = rgnn::runtime::emit_cuda(&m, &g, options(dtype, tf32))?;
                         for d in &generated.dispatches {
                             let ptx = rgnn::runtime::cuda_backend::compile_ptx(&d.source, &arch)?;
                             println!("// ==== {} ({arch})\n{ptx}", d.label);
@@ -238,12 +250,12 @@ fn dispatch(cmd: Command) -> Result<()> {
                 }
             }
         }
-        Command::Bench { model, graph, backend, reps, json, dtype } => {
+        Command::Bench { model, graph, backend, reps, json, dtype, tf32 } => {
             if reps == 0 {
                 bail!("--reps must be at least 1");
             }
             let (m, g) = load(&model, &graph)?;
-            let mut s = Session::with_options(&m, &g, backend.into(), options(dtype))?;
+            let mut s = Session::with_options(&m, &g, backend.into(), options(dtype, tf32))?;
             s.run()?; // warm-up
                       // Device time (CUDA events) where the backend measures it, else wall-clock time.
             let mut times = vec![];

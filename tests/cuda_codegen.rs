@@ -1,7 +1,8 @@
 //! Every CUDA C kernel generated for every fixture compiles to PTX with clang, without CUDA
 //! headers or libdevice (`clang -x cuda --cuda-device-only -nocudainc -nocudalib`), and the PTX
-//! calls nothing external. f32 storage for every fixture; f16 and bf16 for one fixture per
-//! model family. No GPU or CUDA toolkit needed.
+//! calls nothing external. f32 storage for every fixture; f16, bf16 and f32 with TF32 tensor cores
+//! for one fixture per model family. The generated code also runs on the host (one host thread per
+//! CUDA thread, `mma.sync` emulated) against the CPU backend. No GPU or CUDA toolkit needed.
 //!
 //! Without clang these tests print why and pass, unless `RGNN_REQUIRE_CLANG=1` (as in CI).
 
@@ -53,14 +54,16 @@ fn every_generated_cuda_kernel_compiles_to_ptx() {
     for case in fixture_cases() {
         let model = Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap();
         let graph = Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap();
-        let mut storages = vec![DType::F32];
+        let mut variants = vec![(DType::F32, false)];
         if ["rgcn_mean", "rgat_add_across_h3", "hgt_h4", "floyd_pre_ln", "dgl_basis_layernorm"].contains(&case.as_str()) {
-            storages.extend([DType::F16, DType::BF16]);
+            variants.extend([(DType::F16, false), (DType::BF16, false), (DType::F32, true)]);
         }
-        for storage in storages {
-            let generated = rgnn::runtime::emit_cuda(&model, &graph, CompileOptions { storage, ..Default::default() }).unwrap();
+        for (storage, tf32) in variants {
+            let options = CompileOptions { storage, tf32, ..Default::default() };
+            let generated = rgnn::runtime::emit_cuda(&model, &graph, options).unwrap();
+            let tag = if tf32 { "tf32".to_string() } else { format!("{storage:?}") };
             for (i, d) in generated.dispatches.into_iter().enumerate() {
-                jobs.push((format!("{case}-{storage:?}-{i}"), format!("{case} ({storage:?}) {}", d.label), d.source));
+                jobs.push((format!("{case}-{tag}-{i}"), format!("{case} ({tag}) {}", d.label), d.source));
             }
         }
     }
@@ -95,8 +98,9 @@ fn every_generated_cuda_kernel_compiles_to_ptx() {
 }
 
 /// The generated CUDA C, compiled for the host (one host thread per CUDA thread), against the
-/// CPU backend: f32 within 1e-5 on fixtures covering every template and option family, and
-/// f16 / bf16 storage within 1e-2.
+/// CPU backend: f32 within 1e-5 on fixtures covering every template and option family; f16 /
+/// bf16 storage and TF32 within 1e-2, on the SIMT GEMM and on tensor cores (`mma.sync` emulated
+/// from the fragment layouts, so a layout mistake in the GEMM template shows here).
 #[test]
 fn generated_cuda_c_computes_what_the_cpu_backend_computes() {
     let Some(cxx) = rgnn::runtime::cuda_backend::host_emulation::compiler() else {
@@ -106,43 +110,52 @@ fn generated_cuda_c_computes_what_the_cpu_backend_computes() {
         let _ = writeln!(std::io::stderr(), "SKIPPED: the CUDA host emulation needs a C++ compiler");
         return;
     };
-    let cases: &[(&str, DType, f64)] = &[
-        ("rgcn_mean", DType::F32, 1e-5),
-        ("rgcn_basis_max", DType::F32, 1e-5),
-        ("rgcn_blocks_add", DType::F32, 1e-5),
-        ("rgcn_featureless", DType::F32, 1e-5),
-        ("rgcn_stack3_acts", DType::F32, 1e-5),
-        ("rgat_add_across_h3", DType::F32, 1e-5),
-        ("rgat_mul_within_h2_d2_mean", DType::F32, 1e-5),
-        ("rgat_nations_within", DType::F32, 1e-5),
-        ("hgt_h4", DType::F32, 1e-5),
-        ("hgt_h2_empty_edge_type", DType::F32, 1e-5),
-        ("dgl_basis_layernorm", DType::F32, 1e-5),
-        ("floyd_pre_ln", DType::F32, 1e-5),
-        ("floyd_post_rms_noffn_nomix", DType::F32, 1e-5),
-        ("floyd_pre_affine_gelu_ratio2", DType::F32, 1e-5),
-        ("rgat_add_across_h3", DType::F16, 1e-2),
-        ("hgt_h4", DType::BF16, 1e-2),
+    // (case, storage, tf32, tensor cores, tolerance)
+    let f32 = |case| (case, DType::F32, false, false, 1e-5);
+    let cases: &[(&str, DType, bool, bool, f64)] = &[
+        f32("rgcn_mean"),
+        f32("rgcn_basis_max"),
+        f32("rgcn_blocks_add"),
+        f32("rgcn_featureless"),
+        f32("rgcn_stack3_acts"),
+        f32("rgat_add_across_h3"),
+        f32("rgat_mul_within_h2_d2_mean"),
+        f32("rgat_nations_within"),
+        f32("hgt_h4"),
+        f32("hgt_h2_empty_edge_type"),
+        f32("dgl_basis_layernorm"),
+        f32("floyd_pre_ln"),
+        f32("floyd_post_rms_noffn_nomix"),
+        f32("floyd_pre_affine_gelu_ratio2"),
+        ("rgat_add_across_h3", DType::F16, false, false, 1e-2),
+        ("hgt_h4", DType::BF16, false, false, 1e-2),
+        ("rgat_add_across_h3", DType::F16, false, true, 1e-2),
+        ("hgt_h4", DType::BF16, false, true, 1e-2),
+        ("rgcn_blocks_add", DType::BF16, false, true, 1e-2),
+        ("rgcn_mean", DType::F32, true, true, 1e-2),
+        ("floyd_pre_ln", DType::F32, true, true, 1e-2),
+        ("dgl_basis_layernorm", DType::F32, true, true, 1e-2),
     ];
     let dir = std::env::temp_dir().join(format!("rgnn-cuda-host-{}", std::process::id()));
     let mut failures = vec![];
-    for (i, &(case, storage, tolerance)) in cases.iter().enumerate() {
+    for (i, &(case, storage, tf32, tensor_cores, tolerance)) in cases.iter().enumerate() {
+        let what = format!("{case} ({storage:?}{}{})", if tf32 { ", tf32" } else { "" }, if tensor_cores { ", tensor cores" } else { "" });
         let model = Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap();
         let graph = Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap();
         let mut cpu = rgnn::Session::new(&model, &graph, rgnn::BackendKind::Cpu).unwrap();
         let want = cpu.run().unwrap().tensors;
-        let options = CompileOptions { storage, ..Default::default() };
-        match rgnn::runtime::run_cuda_host_emulation(&model, &graph, options, &cxx, &dir.join(i.to_string())) {
+        let options = CompileOptions { storage, tf32, ..Default::default() };
+        match rgnn::runtime::run_cuda_host_emulation(&model, &graph, options, tensor_cores, &cxx, &dir.join(i.to_string())) {
             Ok(got) => {
                 for ((name, w), (_, g)) in want.iter().zip(&got) {
                     let err = rel_err(&g.data, &w.data);
-                    println!("{case} ({storage:?}) `{name}`: rel err vs cpu {err:.2e}");
+                    println!("{what} `{name}`: rel err vs cpu {err:.2e}");
                     if err.is_nan() || err > tolerance {
-                        failures.push(format!("{case} ({storage:?}) `{name}`: rel err {err:.2e} > {tolerance:e}"));
+                        failures.push(format!("{what} `{name}`: rel err {err:.2e} > {tolerance:e}"));
                     }
                 }
             }
-            Err(e) => failures.push(format!("{case} ({storage:?}): {e}")),
+            Err(e) => failures.push(format!("{what}: {e}")),
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -20,13 +20,15 @@ mod rewrite;
 pub use compaction::{choose_compaction, RelationCompaction};
 pub use lower::{lower, lower_with, LowerOptions, Unsupported};
 
-/// Everything the compiler can be told: which level-1 passes run, the lowering's schedule, and
-/// the storage type of activations (`F32`; `F16` on GPU backends that support it).
+/// Everything the compiler can be told: which level-1 passes run, the lowering's schedule, the
+/// storage type of activations (`F32`; `F16` / `BF16` on GPU backends that support them), and
+/// whether f32 GEMMs may use TF32 tensor cores (CUDA only; other backends ignore it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompileOptions {
     pub passes: PassOptions,
     pub lower: LowerOptions,
     pub storage: rgnn_ir::level2::DType,
+    pub tf32: bool,
 }
 pub use memory::{plan_memory, MemoryPlan};
 pub use passes::{optimize, PassOptions};

@@ -8,11 +8,13 @@
 //! back at the store. Math is inline PTX or plain arithmetic (no libdevice), so `rg_exp` is the
 //! CPU backend's Cody–Waite exponential (relative error below 5e-7) on every device.
 //!
-//! GEMMs with f16 / bf16 storage run on tensor cores (`mma.sync.m16n8k16`, f32 accumulation;
-//! [`CudaOptions::tensor_cores`]); f32 storage uses the SIMT GEMM, so f32 results stay within
-//! 1e-5 (no tf32). Not yet: `cp.async` double buffering, a tf32 option, warp-per-destination
-//! traversals. The tensor-core path has only been compiled (clang, sm_80), not run: the host
-//! emulation runs the SIMT path.
+//! GEMMs run on tensor cores ([`CudaOptions::tensor_cores`], f32 accumulation):
+//! `mma.sync.m16n8k16` with f16 / bf16 storage, `mma.sync.m16n8k8` on tf32 with f32 storage when
+//! [`CudaOptions::tf32`] allows it; otherwise f32 storage uses the SIMT GEMM, so f32 results stay
+//! within 1e-5. The host emulation runs `mma.sync` too (each thread computing its accumulators
+//! from its warp's published fragments), so the fragment layouts are checked without a GPU; the
+//! tensor-core path has not yet run on one. Not yet: `cp.async` double buffering,
+//! warp-per-destination traversals, tensor cores in pivot attention.
 
 use crate::cpu::GraphIndex;
 use crate::gpu::{Binding, Dispatch, Elem};
@@ -26,14 +28,17 @@ use std::fmt::Write;
 pub struct CudaOptions {
     /// Storage type of activations (arithmetic is f32).
     pub storage: DType,
-    /// With f16 / bf16 storage, GEMMs on tensor cores (`mma.sync`, sm_80+). Off: the SIMT
-    /// GEMM (any architecture, and the host emulation).
+    /// With f16 / bf16 storage (or f32 with `tf32`), GEMMs on tensor cores (`mma.sync`,
+    /// sm_80+). Off: the SIMT GEMM (any architecture).
     pub tensor_cores: bool,
+    /// With f32 storage, let GEMMs round their operands to tf32 (10-bit mantissa) for the
+    /// tensor cores, as PyTorch's `allow_tf32`. Off by default: f32 results stay within 1e-5.
+    pub tf32: bool,
 }
 
 impl Default for CudaOptions {
     fn default() -> Self {
-        CudaOptions { storage: DType::F32, tensor_cores: true }
+        CudaOptions { storage: DType::F32, tensor_cores: true, tf32: false }
     }
 }
 
@@ -52,7 +57,7 @@ pub const ENTRY: &str = "rgnn_kernel";
 /// Generate every dispatch of `kp` for the graph `g` (see [`crate::wgsl::generate`]).
 pub fn generate(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphIndex, opts: &CudaOptions) -> Result<CudaProgram, String> {
     let scratch_elems = scratch_sizes(kp, param_shapes, g);
-    let tensor_cores = opts.tensor_cores && matches!(opts.storage, DType::F16 | DType::BF16);
+    let tensor_cores = opts.tensor_cores && (matches!(opts.storage, DType::F16 | DType::BF16) || opts.tf32);
     let ctx = GenCtx { lang: Lang::Cuda, kp, param_shapes, g, storage: opts.storage, scratch_elems, tensor_cores };
     let dispatches = crate::templates::generate(&ctx, &CudaFinish)?;
     Ok(CudaProgram { dispatches, scratch_elems })
@@ -132,6 +137,13 @@ RG_FN void rg_mma_f16(float* d, const unsigned* a, const unsigned* b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+// TF32, K = 8: lane = 4g + t holds A (g, t), (g+8, t), (g, t+4), (g+8, t+4); B (k t, n g), (k t+4, n g);
+// C as above. Operands are f32 bit patterns rounded by cvt.rna.tf32.f32.
+RG_FN void rg_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+RG_FN unsigned rg_f2tf32(float f) { unsigned r; asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(f)); return r; }
 #endif
 RG_FN unsigned rg_minu(unsigned a, unsigned b) { return a < b ? a : b; }
 RG_FN float rg_sel(float f, float t, bool c) { return c ? t : f; }
@@ -164,6 +176,52 @@ RG_FN float rg_erf(float x) {
 RG_FN float rg_b2f(unsigned short b) { return rg_from_bits(((unsigned)b) << 16); }
 // f32 to bf16, rounding to nearest even.
 RG_FN unsigned short rg_f2b(float f) { unsigned u = rg_to_bits(f); return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); }
+#if defined(RGNN_HOST_EMULATION)
+// mma.sync on the host: each thread publishes its fragments, the block meets at a barrier (the
+// GEMM template reaches every mma with all its threads, so that stands for the warp's
+// convergence), and each thread computes its own accumulators from its warp's fragments, decoded
+// with the layouts written above for the device versions; a second barrier frees the exchange.
+static unsigned rg_mma_a[1024][4], rg_mma_b[1024][2];
+RG_FN float rg_mma_elem(unsigned reg, unsigned k, int kind) {
+    if (kind == 2) return rg_from_bits(reg);
+    unsigned short h = (unsigned short)((k & 1u) ? reg >> 16 : reg & 0xffffu);
+    return kind == 0 ? rg_b2f(h) : rg_h2f(h);
+}
+// kind 0: bf16 and 1: f16 (K = 16, two values per register); 2: tf32 (K = 8).
+RG_FN void rg_mma_emulated(float* d, const unsigned* a, const unsigned* b, int kind) {
+    const unsigned me = rg_host_tid[1] * rg_host_ntid + rg_host_tid[0], warp = me & ~31u, lane = me & 31u;
+    for (int i = 0; i < 4; i++) rg_mma_a[me][i] = a[i];
+    rg_mma_b[me][0] = b[0];
+    rg_mma_b[me][1] = b[1];
+    rg_host_sync();
+    const unsigned g = lane >> 2, t = lane & 3u, kdim = kind == 2 ? 8u : 16u;
+    for (unsigned e = 0; e < 4; e++) {
+        const unsigned row = g + (e >> 1) * 8u, col = 2u * t + (e & 1u);
+        float sum = 0.0f;
+        for (unsigned k = 0; k < kdim; k++) {
+            unsigned al, ar, bl, br;
+            if (kind == 2) {
+                al = 4u * (row & 7u) + (k & 3u); ar = (row >> 3) + 2u * (k >> 2);
+                bl = 4u * col + (k & 3u); br = k >> 2;
+            } else {
+                al = 4u * (row & 7u) + ((k & 7u) >> 1); ar = (row >> 3) + 2u * (k >> 3);
+                bl = 4u * col + ((k & 7u) >> 1); br = k >> 3;
+            }
+            sum += rg_mma_elem(rg_mma_a[warp + al][ar], k, kind) * rg_mma_elem(rg_mma_b[warp + bl][br], k, kind);
+        }
+        d[e] += sum;
+    }
+    rg_host_sync();
+}
+RG_FN void rg_mma_bf16(float* d, const unsigned* a, const unsigned* b) { rg_mma_emulated(d, a, b, 0); }
+RG_FN void rg_mma_f16(float* d, const unsigned* a, const unsigned* b) { rg_mma_emulated(d, a, b, 1); }
+RG_FN void rg_mma_tf32(float* d, const unsigned* a, const unsigned* b) { rg_mma_emulated(d, a, b, 2); }
+// cvt.rna.tf32.f32: 10 mantissa bits, rounding to nearest with ties away from zero.
+RG_FN unsigned rg_f2tf32(float f) {
+    const unsigned u = rg_to_bits(f);
+    return (u & 0x7f800000u) == 0x7f800000u ? u : (u + 0x1000u) & 0xffffe000u;
+}
+#endif
 "#;
 
 /// A dispatch's kernel as a host C++ translation unit (for testing the generated code on

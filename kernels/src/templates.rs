@@ -193,9 +193,10 @@ impl<'c, 'a> Templates<'c, 'a> {
         }
     }
 
-    /// CUDA, f16 / bf16 storage: 64×64 output tiles per block of 4 warps, each warp 32×32 as 2×4
-    /// `mma.sync.m16n8k16` tiles with f32 accumulators; operands staged through shared memory
-    /// as 16-bit values (A row-major, B transposed so each lane's k pairs are adjacent).
+    /// CUDA tensor cores: 64×64 output tiles per block of 4 warps, each warp 32×32 as 2×4 tiles
+    /// of 16×8 with f32 accumulators: `mma.sync.m16n8k16` on f16 / bf16 storage, two
+    /// `mma.sync.m16n8k8` on tf32 for f32 storage. Operands are staged through shared memory in
+    /// the operand type (A row-major, B transposed so each lane's k values are adjacent).
     #[allow(clippy::too_many_arguments)]
     fn gemm_mma(
         &self,
@@ -211,16 +212,71 @@ impl<'c, 'a> Templates<'c, 'a> {
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
         let out_w = blocks * bout;
-        let (to16, mma) = match self.ctx.storage {
-            DType::F16 => ("rg_f2h", "rg_mma_f16"),
-            _ => ("rg_f2b", "rg_mma_bf16"),
+        // Operands in shared memory: 16-bit values (f16 / bf16 storage) or tf32 bit patterns
+        // (f32 storage with tf32 allowed).
+        let (shared_ty, convert, mma) = match self.ctx.storage {
+            DType::F16 => ("unsigned short", "rg_f2h", "rg_mma_f16"),
+            DType::BF16 => ("unsigned short", "rg_f2b", "rg_mma_bf16"),
+            DType::F32 => ("unsigned", "rg_f2tf32", "rg_mma_tf32"),
+        };
+        // One K step of 16: one m16n8k16 per 16×8 tile, or two m16n8k8 (tf32), with the
+        // fragments each lane reads from shared memory (layouts in the prelude's comments).
+        let fragments_and_mma = if self.ctx.storage == DType::F32 {
+            format!(
+                "        unsigned af[2][4], bf[4][2];
+#pragma unroll
+        for (unsigned ks = 0u; ks < {TK}u; ks += 8u) {{
+#pragma unroll
+            for (unsigned i = 0u; i < 2u; i++) {{
+                const unsigned r0 = (wm + i * 16u + g) * {TK}u + ks, r1 = r0 + 8u * {TK}u;
+                af[i][0] = sa[r0 + t];
+                af[i][1] = sa[r1 + t];
+                af[i][2] = sa[r0 + t + 4u];
+                af[i][3] = sa[r1 + t + 4u];
+            }}
+#pragma unroll
+            for (unsigned j = 0u; j < 4u; j++) {{
+                const unsigned c0 = (wn + j * 8u + g) * {TK}u + ks;
+                bf[j][0] = sbt[c0 + t];
+                bf[j][1] = sbt[c0 + t + 4u];
+            }}
+#pragma unroll
+            for (unsigned i = 0u; i < 2u; i++) {{
+#pragma unroll
+                for (unsigned j = 0u; j < 4u; j++) {{ {mma}(acc[i][j], af[i], bf[j]); }}
+            }}
+        }}"
+            )
+        } else {
+            format!(
+                "        unsigned af[2][4], bf[4][2];
+#pragma unroll
+        for (unsigned i = 0u; i < 2u; i++) {{
+            const unsigned r0 = (wm + i * 16u + g) * {TK}u, r1 = r0 + 8u * {TK}u;
+            af[i][0] = *(const unsigned*)&sa[r0 + 2u * t];
+            af[i][1] = *(const unsigned*)&sa[r1 + 2u * t];
+            af[i][2] = *(const unsigned*)&sa[r0 + 2u * t + 8u];
+            af[i][3] = *(const unsigned*)&sa[r1 + 2u * t + 8u];
+        }}
+#pragma unroll
+        for (unsigned j = 0u; j < 4u; j++) {{
+            const unsigned c0 = (wn + j * 8u + g) * {TK}u;
+            bf[j][0] = *(const unsigned*)&sbt[c0 + 2u * t];
+            bf[j][1] = *(const unsigned*)&sbt[c0 + 2u * t + 8u];
+        }}
+#pragma unroll
+        for (unsigned i = 0u; i < 2u; i++) {{
+#pragma unroll
+            for (unsigned j = 0u; j < 4u; j++) {{ {mma}(acc[i][j], af[i], bf[j]); }}
+        }}"
+            )
         };
         let n_tiles = tiles.len() / 3;
         let mut sh = Shader::new(self.ctx, (128, 1));
         let rows_t = sh.table(row_list);
         let tiles_t = sh.table(tiles);
         sh.globals.push_str(&format!(
-            "__shared__ __attribute__((aligned(16))) unsigned short sa[{}];\n__shared__ __attribute__((aligned(16))) unsigned short sbt[{}];\n__shared__ unsigned arow[{TM}];\n__shared__ unsigned orow[{TM}];\n",
+            "__shared__ __attribute__((aligned(16))) {shared_ty} sa[{}];\n__shared__ __attribute__((aligned(16))) {shared_ty} sbt[{}];\n__shared__ unsigned arow[{TM}];\n__shared__ unsigned orow[{TM}];\n",
             TM * TK,
             TN * TK
         ));
@@ -251,33 +307,14 @@ impl<'c, 'a> Templates<'c, 'a> {
             const unsigned m = idx / {TK}u, kk = idx % {TK}u;
             float a = 0.0f;
             if (m < cnt && k0 + kk < {bin}u) {{ a = {a_val}; }}
-            sa[m * {TK}u + kk] = {to16}(a);
+            sa[m * {TK}u + kk] = {convert}(a);
             const unsigned kb = idx / {TN}u, nb = idx % {TN}u;
             float w = 0.0f;
             if (k0 + kb < {bin}u && n0 + nb < {bout}u) {{ w = {w_val}; }}
-            sbt[nb * {TK}u + kb] = {to16}(w);
+            sbt[nb * {TK}u + kb] = {convert}(w);
         }}
         __syncthreads();
-        unsigned af[2][4], bf[4][2];
-#pragma unroll
-        for (unsigned i = 0u; i < 2u; i++) {{
-            const unsigned r0 = (wm + i * 16u + g) * {TK}u, r1 = r0 + 8u * {TK}u;
-            af[i][0] = *(const unsigned*)&sa[r0 + 2u * t];
-            af[i][1] = *(const unsigned*)&sa[r1 + 2u * t];
-            af[i][2] = *(const unsigned*)&sa[r0 + 2u * t + 8u];
-            af[i][3] = *(const unsigned*)&sa[r1 + 2u * t + 8u];
-        }}
-#pragma unroll
-        for (unsigned j = 0u; j < 4u; j++) {{
-            const unsigned c0 = (wn + j * 8u + g) * {TK}u;
-            bf[j][0] = *(const unsigned*)&sbt[c0 + 2u * t];
-            bf[j][1] = *(const unsigned*)&sbt[c0 + 2u * t + 8u];
-        }}
-#pragma unroll
-        for (unsigned i = 0u; i < 2u; i++) {{
-#pragma unroll
-            for (unsigned j = 0u; j < 4u; j++) {{ {mma}(acc[i][j], af[i], bf[j]); }}
-        }}
+{fragments_and_mma}
         __syncthreads();
     }}
 #pragma unroll

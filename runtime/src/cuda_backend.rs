@@ -157,7 +157,7 @@ impl CudaGpu {
 }
 
 /// The CUDA C a program runs on a graph: lowered for the graph (plan and layouts) and generated
-/// (`tensor_cores`: f16 / bf16 GEMMs on `mma.sync`; off for the host emulation).
+/// (`tensor_cores`: f16 / bf16 GEMMs, and f32 ones with `options.tf32`, on `mma.sync`).
 pub fn generate_cuda(
     program: &Program,
     params: &[Tensor],
@@ -169,9 +169,13 @@ pub fn generate_cuda(
         .map_err(|e| RuntimeError::Invalid(format!("the cuda backend cannot run this model: {e}")))?;
     let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
     let index = graph_index(graph, &layout);
-    let generated =
-        rgnn_kernels::cuda::generate(&plan, &shapes, &index, &rgnn_kernels::cuda::CudaOptions { storage: options.storage, tensor_cores })
-            .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))?;
+    let generated = rgnn_kernels::cuda::generate(
+        &plan,
+        &shapes,
+        &index,
+        &rgnn_kernels::cuda::CudaOptions { storage: options.storage, tensor_cores, tf32: options.tf32 },
+    )
+    .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))?;
     Ok((plan, layout, generated))
 }
 
@@ -232,7 +236,9 @@ impl Backend for CudaBackend {
     ) -> Result<Box<dyn Executable>> {
         let gpu = &self.gpu;
         crate::interpreter::check_relations(program, &params, &graph)?;
-        let (plan, layout, generated) = generate_cuda(program, &params, &graph, options, true)?;
+        // mma.sync with bf16 / tf32 operands needs sm_80; older GPUs get the SIMT GEMM.
+        let tensor_cores = gpu.arch.0 >= 8;
+        let (plan, layout, generated) = generate_cuda(program, &params, &graph, options, tensor_cores)?;
         let index = graph_index(&graph, &layout);
         let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
         let arrays =
@@ -394,18 +400,20 @@ pub mod host_emulation {
     }
 
     /// Run `program` for `graph` through the CUDA C kernels on the host; outputs as the backends
-    /// return them.
+    /// return them. `tensor_cores`: GEMMs on (emulated) `mma.sync` where the storage type and
+    /// `options.tf32` allow, as the device backend runs them; otherwise the SIMT GEMM.
     pub fn run(
         program: &Program,
         params: &[Tensor],
         graph: &ExecGraph,
         options: &rgnn_codegen::CompileOptions,
+        tensor_cores: bool,
         cxx: &str,
         workdir: &std::path::Path,
     ) -> Result<Vec<(String, Tensor)>> {
         let fail = |m: String| RuntimeError::Device { backend: "cuda (host emulation)".into(), message: m };
         crate::interpreter::check_relations(program, params, graph)?;
-        let (plan, layout, generated) = generate_cuda(program, params, graph, options, false)?;
+        let (plan, layout, generated) = generate_cuda(program, params, graph, options, tensor_cores)?;
         let index = graph_index(graph, &layout);
         let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
         let arrays =

@@ -86,11 +86,12 @@ pub fn run_cuda_host_emulation(
     model: &Model,
     graph: &Graph,
     options: rgnn_codegen::CompileOptions,
+    tensor_cores: bool,
     cxx: &str,
     workdir: &std::path::Path,
 ) -> Result<Vec<(String, Tensor)>> {
     let (program, params, exec_graph) = optimized_for_graph(model, graph, options.passes)?;
-    crate::cuda_backend::host_emulation::run(&program, &params, &exec_graph, &options, cxx, workdir)
+    crate::cuda_backend::host_emulation::run(&program, &params, &exec_graph, &options, tensor_cores, cxx, workdir)
 }
 
 /// The WGSL dispatches `model` runs on `graph` (for WebGPU's default limits; no device needed).
