@@ -3,7 +3,7 @@
 # Build here (`cargo build --release -p rgnn -p rgnn-benches`), carry target/release/rgnn and
 # target/release/rgnn-synth with the repository, then on the GPU machine:
 #
-#   benches/gpu.sh                 # fixtures on cuda (f32, bf16), PyG vs rgnn, FloydNet vs official
+#   benches/gpu.sh                 # fixtures on cuda (f32, bf16, f16, tf32), PyG vs rgnn, FloydNet vs official
 #
 # Environment: RGNN (target/release/rgnn), SYNTH (target/release/rgnn-synth), PY (python3 with
 # torch, torch_geometric 2.8 and floydnet), OUT (target/bench-gpu), SHAPES (Hector's eight),
@@ -31,6 +31,8 @@ for dtype in f32 bf16 f16; do
     "$PY" tools/check_backend.py --backend cuda --dtype "$dtype" --rgnn "$RGNN" > "$OUT/fixtures-$dtype.txt" 2>&1
     tail -1 "$OUT/fixtures-$dtype.txt" | tee -a "$LOG"
 done
+"$PY" tools/check_backend.py --backend cuda --dtype f32 --tf32 --rgnn "$RGNN" > "$OUT/fixtures-tf32.txt" 2>&1
+tail -1 "$OUT/fixtures-tf32.txt" | tee -a "$LOG"
 
 echo "== PyG on cuda vs rgnn cuda" | tee -a "$LOG"
 for setting in $SETTINGS; do
