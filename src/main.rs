@@ -146,6 +146,15 @@ fn load(model: &PathBuf, graph: &PathBuf) -> Result<(Model, Graph)> {
     Ok((m, g))
 }
 
+/// The major compute capability of an `--arch` name (`sm_80` → 8, `sm_90a` → 9).
+fn arch_major(arch: &str) -> Result<u32> {
+    let digits: String = arch.strip_prefix("sm_").unwrap_or("").chars().take_while(|c| c.is_ascii_digit()).collect();
+    match digits.len() {
+        2.. => Ok(digits[..digits.len() - 1].parse()?),
+        _ => bail!("--arch {arch}: expected sm_XY, e.g. sm_80 or sm_90"),
+    }
+}
+
 /// Compiler options for a storage type (and whether f32 GEMMs may use TF32 on CUDA).
 fn options(dtype: Dtype, tf32: bool) -> CompileOptions {
     let storage = match dtype {
@@ -189,7 +198,7 @@ fn dispatch(cmd: Command) -> Result<()> {
                         }
                     }
                     Emit::Cuda => {
-                        let generated = rgnn::runtime::emit_cuda(&m, &g, options(dtype, tf32))?;
+                        let generated = rgnn::runtime::emit_cuda(&m, &g, options(dtype, tf32), arch_major(&arch)?)?;
                         for d in &generated.dispatches {
                             println!(
                                 "// ==== {}: grid {:?}, block {:?}, {} parameters",
@@ -202,7 +211,7 @@ fn dispatch(cmd: Command) -> Result<()> {
                         }
                     }
                     Emit::Ptx => {
-                        let generated = rgnn::runtime::emit_cuda(&m, &g, options(dtype, tf32))?;
+                        let generated = rgnn::runtime::emit_cuda(&m, &g, options(dtype, tf32), arch_major(&arch)?)?;
                         for d in &generated.dispatches {
                             let ptx = rgnn::runtime::cuda_backend::compile_ptx(&d.source, &arch)?;
                             println!("// ==== {} ({arch})\n{ptx}", d.label);

@@ -147,6 +147,28 @@ fn inspect_emits_the_generated_wgsl() {
 }
 
 #[test]
+fn inspect_emits_cuda_for_the_named_architecture() {
+    let emit = |extra: &[&str]| {
+        let (model, graph) = (fixture("rgcn_mean", "model"), fixture("rgcn_mean", "graph"));
+        let mut args = vec!["inspect", "--model", &model, "--graph", &graph, "--emit", "cuda"];
+        args.extend_from_slice(extra);
+        let o = rgnn(&args);
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).to_string(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    // Tensor-core GEMMs from sm_80 on (bf16 storage, or f32 with --tf32); the SIMT GEMM before.
+    let (ok, text, err) = emit(&["--dtype", "bf16"]);
+    assert!(ok && text.contains("gemm (tensor cores)") && text.contains("mma.sync.aligned.m16n8k16"), "{err}");
+    let (ok, text, err) = emit(&["--tf32"]);
+    assert!(ok && text.contains("gemm (tensor cores)"), "{err}");
+    let (ok, text, err) = emit(&["--dtype", "bf16", "--arch", "sm_75"]);
+    assert!(ok && !text.contains("gemm (tensor cores)") && text.contains("gemm"), "{err}");
+    let (ok, text, err) = emit(&[]);
+    assert!(ok && !text.contains("gemm (tensor cores)"), "{err}");
+    let (ok, _, err) = emit(&["--arch", "volta"]);
+    assert!(!ok && err.contains("expected sm_XY"), "{err}");
+}
+
+#[test]
 fn f16_storage_is_a_clear_error_on_the_cpu_backend() {
     let o = rgnn(&[
         "run",

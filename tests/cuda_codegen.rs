@@ -60,7 +60,7 @@ fn every_generated_cuda_kernel_compiles_to_ptx() {
         }
         for (storage, tf32) in variants {
             let options = CompileOptions { storage, tf32, ..Default::default() };
-            let generated = rgnn::runtime::emit_cuda(&model, &graph, options).unwrap();
+            let generated = rgnn::runtime::emit_cuda(&model, &graph, options, 8).unwrap();
             let tag = if tf32 { "tf32".to_string() } else { format!("{storage:?}") };
             for (i, d) in generated.dispatches.into_iter().enumerate() {
                 jobs.push((format!("{case}-{tag}-{i}"), format!("{case} ({tag}) {}", d.label), d.source));

@@ -73,11 +73,17 @@ fn optimized_for_graph(model: &Model, graph: &Graph, passes: rgnn_codegen::PassO
     Ok((program, params, exec_graph))
 }
 
-/// The CUDA kernels `model` runs on `graph` (no device needed).
-pub fn emit_cuda(model: &Model, graph: &Graph, options: rgnn_codegen::CompileOptions) -> Result<rgnn_kernels::cuda::CudaProgram> {
+/// The CUDA kernels `model` runs on `graph` for a device of compute capability `major.x` (no
+/// device needed): tensor-core GEMMs from sm_80 on, as the backend chooses them.
+pub fn emit_cuda(
+    model: &Model,
+    graph: &Graph,
+    options: rgnn_codegen::CompileOptions,
+    major: u32,
+) -> Result<rgnn_kernels::cuda::CudaProgram> {
     let (program, params, exec_graph) = optimized_for_graph(model, graph, options.passes)?;
     crate::interpreter::check_relations(&program, &params, &exec_graph)?;
-    Ok(crate::cuda_backend::generate_cuda(&program, &params, &exec_graph, &options, true)?.2)
+    Ok(crate::cuda_backend::generate_cuda(&program, &params, &exec_graph, &options, major >= 8)?.2)
 }
 
 /// Run `model` on `graph` through the generated CUDA C compiled for the host (a test of the
