@@ -146,12 +146,12 @@ impl<'c, 'a> Templates<'c, 'a> {
         let tile_grid = grid(n_tiles, self.fin.max_workgroups_per_dim());
         let workgroups = [tile_grid[0], (blocks * col_tiles) as u32, tile_grid[1]];
 
-        if self.ctx.tensor_cores {
-            let sh = self.gemm_mma(gk, a_array, a_at, c_array, row_list, tiles, col_tiles, tile_grid[0]);
-            out.push(self.fin.finish(sh, format!("k{k} gemm (tensor cores)"), workgroups));
+        let (sh, label) = if self.ctx.tensor_cores {
+            (self.gemm_mma(gk, a_array, a_at, c_array, row_list, tiles, col_tiles, tile_grid[0]), format!("k{k} gemm (tensor cores)"))
         } else {
-            self.gemm_simt(k, gk, a_array, a_at, c_array, row_list, tiles, out);
-        }
+            (self.gemm_simt(gk, a_array, a_at, c_array, row_list, tiles, col_tiles, tile_grid[0]), format!("k{k} gemm"))
+        };
+        out.push(self.fin.finish(sh, label, workgroups));
         if !plain_epilogue {
             let w = self.ctx.kp.buffer(gk.output).width;
             out.push(self.rowwise(
@@ -219,26 +219,41 @@ impl<'c, 'a> Templates<'c, 'a> {
             DType::BF16 => ("unsigned short", "rg_f2b", "rg_mma_bf16"),
             DType::F32 => ("unsigned", "rg_f2tf32", "rg_mma_tf32"),
         };
-        // One K step of 16: one m16n8k16 per 16×8 tile, or two m16n8k8 (tf32), with the
-        // fragments each lane reads from shared memory (layouts in the prelude's comments).
-        let fragments_and_mma = if self.ctx.storage == DType::F32 {
-            format!(
-                "        unsigned af[2][4], bf[4][2];
+        // Each K step of 16 runs one m16n8k16 per 16×8 tile, or two m16n8k8 (tf32). A lane's
+        // fragments, read from shared memory at its rows r0 / r1 and column c0 (layouts in the
+        // prelude's comments): 16-bit operands come in adjacent pairs, tf32 ones singly.
+        let (k_step, a_frag, b_frag) = if self.ctx.storage == DType::F32 {
+            (8, ["sa[r0 + t]", "sa[r1 + t]", "sa[r0 + t + 4u]", "sa[r1 + t + 4u]"], ["sbt[c0 + t]", "sbt[c0 + t + 4u]"])
+        } else {
+            (
+                16,
+                [
+                    "*(const unsigned*)&sa[r0 + 2u * t]",
+                    "*(const unsigned*)&sa[r1 + 2u * t]",
+                    "*(const unsigned*)&sa[r0 + 2u * t + 8u]",
+                    "*(const unsigned*)&sa[r1 + 2u * t + 8u]",
+                ],
+                ["*(const unsigned*)&sbt[c0 + 2u * t]", "*(const unsigned*)&sbt[c0 + 2u * t + 8u]"],
+            )
+        };
+        let ([a0, a1, a2, a3], [b0, b1]) = (a_frag, b_frag);
+        let fragments_and_mma = format!(
+            "        unsigned af[2][4], bf[4][2];
 #pragma unroll
-        for (unsigned ks = 0u; ks < {TK}u; ks += 8u) {{
+        for (unsigned ks = 0u; ks < {TK}u; ks += {k_step}u) {{
 #pragma unroll
             for (unsigned i = 0u; i < 2u; i++) {{
                 const unsigned r0 = (wm + i * 16u + g) * {TK}u + ks, r1 = r0 + 8u * {TK}u;
-                af[i][0] = sa[r0 + t];
-                af[i][1] = sa[r1 + t];
-                af[i][2] = sa[r0 + t + 4u];
-                af[i][3] = sa[r1 + t + 4u];
+                af[i][0] = {a0};
+                af[i][1] = {a1};
+                af[i][2] = {a2};
+                af[i][3] = {a3};
             }}
 #pragma unroll
             for (unsigned j = 0u; j < 4u; j++) {{
                 const unsigned c0 = (wn + j * 8u + g) * {TK}u + ks;
-                bf[j][0] = sbt[c0 + t];
-                bf[j][1] = sbt[c0 + t + 4u];
+                bf[j][0] = {b0};
+                bf[j][1] = {b1};
             }}
 #pragma unroll
             for (unsigned i = 0u; i < 2u; i++) {{
@@ -246,31 +261,7 @@ impl<'c, 'a> Templates<'c, 'a> {
                 for (unsigned j = 0u; j < 4u; j++) {{ {mma}(acc[i][j], af[i], bf[j]); }}
             }}
         }}"
-            )
-        } else {
-            format!(
-                "        unsigned af[2][4], bf[4][2];
-#pragma unroll
-        for (unsigned i = 0u; i < 2u; i++) {{
-            const unsigned r0 = (wm + i * 16u + g) * {TK}u, r1 = r0 + 8u * {TK}u;
-            af[i][0] = *(const unsigned*)&sa[r0 + 2u * t];
-            af[i][1] = *(const unsigned*)&sa[r1 + 2u * t];
-            af[i][2] = *(const unsigned*)&sa[r0 + 2u * t + 8u];
-            af[i][3] = *(const unsigned*)&sa[r1 + 2u * t + 8u];
-        }}
-#pragma unroll
-        for (unsigned j = 0u; j < 4u; j++) {{
-            const unsigned c0 = (wn + j * 8u + g) * {TK}u;
-            bf[j][0] = *(const unsigned*)&sbt[c0 + 2u * t];
-            bf[j][1] = *(const unsigned*)&sbt[c0 + 2u * t + 8u];
-        }}
-#pragma unroll
-        for (unsigned i = 0u; i < 2u; i++) {{
-#pragma unroll
-            for (unsigned j = 0u; j < 4u; j++) {{ {mma}(acc[i][j], af[i], bf[j]); }}
-        }}"
-            )
-        };
+        );
         let n_tiles = tiles.len() / 3;
         let mut sh = Shader::new(self.ctx, (128, 1));
         let rows_t = sh.table(row_list);
@@ -338,23 +329,20 @@ impl<'c, 'a> Templates<'c, 'a> {
     #[allow(clippy::too_many_arguments)]
     fn gemm_simt(
         &self,
-        k: usize,
         gk: &GemmKernel,
         a_array: ArrayRef,
         a_at: RowRef,
         c_array: ArrayRef,
         row_list: Vec<u32>,
         tiles: Vec<u32>,
-        out: &mut Vec<Dispatch>,
-    ) {
+        col_tiles: usize,
+        grid_x: u32,
+    ) -> Shader<'c, 'a> {
         let l = self.l;
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
         let out_w = blocks * bout;
         let n_tiles = tiles.len() / 3;
-        let col_tiles = bout.div_ceil(TN);
-        let tile_grid = grid(n_tiles, self.fin.max_workgroups_per_dim());
-        let workgroups = [tile_grid[0], (blocks * col_tiles) as u32, tile_grid[1]];
         let mut sh = Shader::new(self.ctx, (TN / 4, TM / 4));
         let rows_t = sh.table(row_list);
         let tiles_t = sh.table(tiles);
@@ -416,7 +404,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             if (m < cnt && n < {bout}u) {{ {st} }}
         }}
     }}",
-            tile = l.let_("tile", &format!("wg_x + wg_z * {}u", tile_grid[0])),
+            tile = l.let_("tile", &format!("wg_x + wg_z * {grid_x}u")),
             ttype = l.let_("ttype", &t_type),
             start = l.let_("start", &t_start),
             cnt = l.let_("cnt", &t_cnt),
@@ -442,7 +430,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             m_let = l.let_("m", "lid_y * 4u + i"),
             n_let = l.let_("n", "n0 + lid_x * 4u + j"),
         );
-        out.push(self.fin.finish(sh, format!("k{k} gemm"), workgroups));
+        sh
     }
 
     /// The traversal's dispatches: one thread per destination, or, when some destinations
