@@ -159,7 +159,7 @@ impl Executable for CompiledCpu {
                 buffers[i] = Some(x.data.clone());
             }
         }
-        let mut buffers = rgnn_kernels::cpu::execute_with_pool(&self.plan, &params, &index, buffers, &mut self.pool);
+        let mut buffers = rgnn_kernels::cpu::execute(&self.plan, &params, &index, buffers, &mut self.pool);
         let mut out = vec![];
         for (k, (name, b)) in self.plan.outputs.iter().enumerate() {
             let info = &self.plan.buffers[b.0];

@@ -362,14 +362,10 @@ impl BufferPool {
     }
 }
 
-/// Execute a kernel program. `buffers` holds the inputs (by buffer id); the rest are allocated
-/// here and freed after their last reader. Returns every buffer that is still held (outputs).
-pub fn execute(kp: &KernelProgram, params: &[Param], g: &GraphIndex, buffers: Vec<Option<Vec<f32>>>) -> Vec<Option<Vec<f32>>> {
-    execute_with_pool(kp, params, g, buffers, &mut BufferPool::default())
-}
-
-/// [`execute`], taking intermediate buffers from `pool` and returning freed ones to it.
-pub fn execute_with_pool(
+/// Execute a kernel program. `buffers` holds the inputs (by buffer id); the rest are taken from
+/// `pool` here and returned to it after their last reader. Returns every buffer that is still
+/// held (outputs).
+pub fn execute(
     kp: &KernelProgram,
     params: &[Param],
     g: &GraphIndex,

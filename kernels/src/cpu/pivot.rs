@@ -183,11 +183,14 @@ impl SharedPacks {
                     for (kk, (kt, vp)) in kt.chunks_mut(kt_len).zip(vp.chunks_mut(vp_len)).enumerate() {
                         let k = (k0 + kk).min(n - 1);
                         for h in 0..heads {
-                            let keys: [&[f32]; L] = std::array::from_fn(|l| k2.head(b, (j0 + l).min(n - 1), k, n, h, d));
-                            transpose_rows(&keys, &mut kt[h * d * np..(h + 1) * d * np], np, j0);
-                            for j in j0..(j0 + L).min(n) {
-                                copy_channels(&mut vp[(h * np + j) * dp..], v2.head(b, j, k, n, h, d));
-                            }
+                            pack_pivots(
+                                dims,
+                                j0,
+                                |j| k2.head(b, j, k, n, h, d),
+                                |j| v2.head(b, j, k, n, h, d),
+                                &mut kt[h * d * np..(h + 1) * d * np],
+                                &mut vp[h * np * dp..(h + 1) * np * dp],
+                            );
                         }
                     }
                 }
@@ -321,11 +324,14 @@ fn task<S: Simd, const IB: usize, const KB: usize>(t: &TaskInput, h: usize, i0: 
                 k1_op.prefetch(b, i, j0 + L + l, n, h * d);
                 v1_op.prefetch(b, i, j0 + L + l, n, h * d);
             }
-            let keys: [&[f32]; L] = std::array::from_fn(|l| k1_op.head(b, i, (j0 + l).min(n - 1), n, h, d));
-            transpose_rows(&keys, &mut s.k1t[ii * d * np..(ii + 1) * d * np], np, j0);
-            for j in j0..(j0 + L).min(n) {
-                copy_channels(&mut s.v1p[(ii * np + j) * dp..], v1_op.head(b, i, j, n, h, d));
-            }
+            pack_pivots(
+                t.dims,
+                j0,
+                |j| k1_op.head(b, i, j, n, h, d),
+                |j| v1_op.head(b, i, j, n, h, d),
+                &mut s.k1t[ii * d * np..(ii + 1) * d * np],
+                &mut s.v1p[ii * np * dp..(ii + 1) * np * dp],
+            );
         }
         for k in 0..n {
             q_op.prefetch(b, i, k + L, n, h * d);
@@ -360,6 +366,26 @@ fn task<S: Simd, const IB: usize, const KB: usize>(t: &TaskInput, h: usize, i0: 
                 }
             }
         }
+    }
+}
+
+/// Pack pivots `j0 .. j0 + L` of one key / value row (fixed `i` or fixed `k`) and head: the keys
+/// transposed into `kt` (`[e][j]`, pitch `np`; pivots past `N` repeat the last one, which the
+/// softmax masks) and the values into `vp` (`[j][e]`, pitch `dp`).
+#[inline(always)]
+fn pack_pivots<'a>(
+    dims: Dims,
+    j0: usize,
+    key: impl Fn(usize) -> &'a [f32],
+    value: impl Fn(usize) -> &'a [f32],
+    kt: &mut [f32],
+    vp: &mut [f32],
+) {
+    let Dims { n, dp, np, .. } = dims;
+    let keys: [&[f32]; L] = std::array::from_fn(|l| key((j0 + l).min(n - 1)));
+    transpose_rows(&keys, kt, np, j0);
+    for j in j0..(j0 + L).min(n) {
+        copy_channels(&mut vp[j * dp..], value(j));
     }
 }
 
