@@ -94,9 +94,9 @@ fn errors_are_one_paragraph_with_nonzero_exit() {
     }
 }
 
-#[test]
-fn bench_writes_json() {
-    let json = std::env::temp_dir().join(format!("rgnn-bench-{}.json", std::process::id()));
+/// `rgnn bench --json` on a fixture with `backend`: the JSON it wrote.
+fn bench_json(backend: &str) -> serde_json::Value {
+    let json = std::env::temp_dir().join(format!("rgnn-bench-{backend}-{}.json", std::process::id()));
     let o = rgnn(&[
         "bench",
         "--model",
@@ -104,14 +104,19 @@ fn bench_writes_json() {
         "--graph",
         &fixture("rgcn_mean", "graph"),
         "--backend",
-        "cpu",
+        backend,
         "--reps",
         "3",
         "--json",
         json.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+#[test]
+fn bench_writes_json() {
+    let v = bench_json("cpu");
     for key in ["backend", "device", "reps", "median_s", "min_s", "max_s", "peak_bytes"] {
         assert!(v.get(key).is_some(), "missing {key} in {v}");
     }
@@ -204,21 +209,6 @@ fn run_and_bench_on_the_wgpu_backend() {
         return;
     }
     run_matches_the_reference("wgpu");
-    let json = std::env::temp_dir().join(format!("rgnn-bench-wgpu-{}.json", std::process::id()));
-    let o = rgnn(&[
-        "bench",
-        "--model",
-        &fixture("rgcn_mean", "model"),
-        "--graph",
-        &fixture("rgcn_mean", "graph"),
-        "--backend",
-        "wgpu",
-        "--reps",
-        "3",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v = bench_json("wgpu");
     assert_eq!(v["backend"], "wgpu");
 }
