@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use rgnn::runtime::io::TensorFile;
+use safetensors::tensor::{serialize, Dtype, TensorView};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub fn fixtures_dir() -> PathBuf {
@@ -38,4 +40,92 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
 pub fn expected(case: &str) -> Vec<(String, rgnn::Tensor)> {
     let f = TensorFile::open(fixtures_dir().join(format!("{case}.expected.safetensors"))).unwrap();
     f.names().into_iter().map(|n| (n.clone(), f.floats(&n).unwrap())).collect()
+}
+
+/// A small deterministic generator (64-bit LCG) for test graphs and weights.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next_bits(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    /// Uniform in [-1, 1).
+    pub fn signed(&mut self) -> f64 {
+        self.next_bits() as f64 / (1u64 << 31) as f64 * 2.0 - 1.0
+    }
+    /// Uniform in 0..m.
+    pub fn below(&mut self, m: usize) -> usize {
+        (self.next_bits() as usize) % m.max(1)
+    }
+}
+
+/// A relational graph file: `n` nodes with `f` features, edges `(src, dst, rel)`.
+pub fn graph_bytes(n: usize, f: usize, edges: &[(usize, usize, usize)], seed: u64) -> Vec<u8> {
+    let mut rng = Lcg(seed);
+    let x: Vec<f32> = (0..n * f).map(|_| rng.signed() as f32).collect();
+    let mut index: Vec<i64> = edges.iter().map(|e| e.0 as i64).collect();
+    index.extend(edges.iter().map(|e| e.1 as i64));
+    let types: Vec<i64> = edges.iter().map(|e| e.2 as i64).collect();
+    let xb: Vec<u8> = bytemuck::cast_slice(&x).to_vec();
+    let ib: Vec<u8> = bytemuck::cast_slice(&index).to_vec();
+    let tb: Vec<u8> = bytemuck::cast_slice(&types).to_vec();
+    let tensors = HashMap::from([
+        ("x".to_string(), TensorView::new(Dtype::F32, vec![n, f], &xb).unwrap()),
+        ("edge_index".to_string(), TensorView::new(Dtype::I64, vec![2, edges.len()], &ib).unwrap()),
+        ("edge_type".to_string(), TensorView::new(Dtype::I64, vec![edges.len()], &tb).unwrap()),
+    ]);
+    serialize(tensors, None).unwrap()
+}
+
+/// Random edges over `relations` relations, leaving relation `empty` unused, nodes at and above
+/// `isolated_from` without edges, and node 0 a hub with `hub` extra in-edges.
+pub fn random_edges(
+    n: usize,
+    e: usize,
+    relations: usize,
+    empty: usize,
+    isolated_from: usize,
+    hub: usize,
+    seed: u64,
+) -> Vec<(usize, usize, usize)> {
+    let mut rng = Lcg(seed);
+    let mut below = |m: usize| rng.below(m);
+    let live = isolated_from.min(n).max(1);
+    let rel = |below: &mut dyn FnMut(usize) -> usize| loop {
+        let r = below(relations);
+        if r != empty {
+            return r;
+        }
+    };
+    let mut edges = vec![];
+    for _ in 0..e {
+        let r = rel(&mut below);
+        edges.push((below(live), below(live), r));
+    }
+    for _ in 0..hub {
+        let r = rel(&mut below);
+        edges.push((below(live), 0, r));
+    }
+    edges
+}
+
+/// A model file from a config and named weight shapes, weights pseudo-random in ±1/√fan_in.
+pub fn model_bytes(config: &str, weights: &[(&str, Vec<usize>)], seed: u64) -> Vec<u8> {
+    let mut rng = Lcg(seed);
+    let data: Vec<Vec<u8>> = weights
+        .iter()
+        .map(|(_, shape)| {
+            let fan_in = if shape.len() >= 2 { shape[shape.len() - 2] } else { shape[0] } as f64;
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| (rng.signed() / fan_in.sqrt()) as f32).collect();
+            bytemuck::cast_slice(&v).to_vec()
+        })
+        .collect();
+    let tensors: HashMap<String, TensorView> = weights
+        .iter()
+        .zip(&data)
+        .map(|((name, shape), d)| (name.to_string(), TensorView::new(Dtype::F32, shape.clone(), d).unwrap()))
+        .collect();
+    serialize(tensors, Some(HashMap::from([("rgnn.config".to_string(), config.to_string())]))).unwrap()
 }

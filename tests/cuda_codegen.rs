@@ -142,21 +142,129 @@ fn generated_cuda_c_computes_what_the_cpu_backend_computes() {
         let what = format!("{case} ({storage:?}{}{})", if tf32 { ", tf32" } else { "" }, if tensor_cores { ", tensor cores" } else { "" });
         let model = Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap();
         let graph = Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap();
-        let mut cpu = rgnn::Session::new(&model, &graph, rgnn::BackendKind::Cpu).unwrap();
-        let want = cpu.run().unwrap().tensors;
         let options = CompileOptions { storage, tf32, ..Default::default() };
-        match rgnn::runtime::run_cuda_host_emulation(&model, &graph, options, tensor_cores, &cxx, &dir.join(i.to_string())) {
-            Ok(got) => {
-                for ((name, w), (_, g)) in want.iter().zip(&got) {
-                    let err = rel_err(&g.data, &w.data);
-                    println!("{what} `{name}`: rel err vs cpu {err:.2e}");
-                    if err.is_nan() || err > tolerance {
-                        failures.push(format!("{what} `{name}`: rel err {err:.2e} > {tolerance:e}"));
-                    }
+        failures.extend(host_emulation_against_cpu(
+            &what,
+            &model,
+            &graph,
+            options,
+            tensor_cores,
+            tolerance,
+            &cxx,
+            &dir.join(i.to_string()),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Run `model` on `graph` through the host-compiled CUDA C and on the CPU backend; what differs
+/// by more than `tolerance`, or fails.
+#[allow(clippy::too_many_arguments)]
+fn host_emulation_against_cpu(
+    what: &str,
+    model: &Model,
+    graph: &Graph,
+    options: CompileOptions,
+    tensor_cores: bool,
+    tolerance: f64,
+    cxx: &str,
+    dir: &std::path::Path,
+) -> Vec<String> {
+    let mut cpu = rgnn::Session::new(model, graph, rgnn::BackendKind::Cpu).unwrap();
+    let want = cpu.run().unwrap().tensors;
+    let mut failures = vec![];
+    match rgnn::runtime::run_cuda_host_emulation(model, graph, options, tensor_cores, cxx, dir) {
+        Ok(got) => {
+            for ((name, w), (_, g)) in want.iter().zip(&got) {
+                let err = rel_err(&g.data, &w.data);
+                println!("{what} `{name}`: rel err vs cpu {err:.2e}");
+                if err.is_nan() || err > tolerance {
+                    failures.push(format!("{what} `{name}`: rel err {err:.2e} > {tolerance:e}"));
                 }
             }
-            Err(e) => failures.push(format!("{what}: {e}")),
         }
+        Err(e) => failures.push(format!("{what}: {e}")),
+    }
+    failures
+}
+
+/// Destinations of all three degree classes in one graph (a few in-edges: a thread each; tens
+/// to a hundred: a warp each, lanes merging by shuffles; hundreds: a block each), for every
+/// traversal form: per-relation mean and max, attention across and within relations (online
+/// softmax reweighed across lanes, and per segment), HGT. (RGCN with max reduces per
+/// (destination, relation) segment first, a thread each: there for the thread class alone.)
+#[test]
+fn every_degree_class_of_the_traversal_matches_the_cpu_backend() {
+    let Some(cxx) = rgnn::runtime::cuda_backend::host_emulation::compiler() else {
+        if std::env::var("RGNN_REQUIRE_CLANG").is_ok_and(|v| v == "1") {
+            panic!("RGNN_REQUIRE_CLANG=1 but no host C++ compiler runs");
+        }
+        let _ = writeln!(std::io::stderr(), "SKIPPED: the CUDA host emulation needs a C++ compiler");
+        return;
+    };
+    let clang = clang();
+    let dir = std::env::temp_dir().join(format!("rgnn-cuda-classes-{}", std::process::id()));
+    let mut failures = vec![];
+    for (i, case) in ["rgcn_mean", "rgcn_max", "rgcn_add", "rgat_add_across_h3", "rgat_mul_within_h2_d2_mean", "hgt_h4"].iter().enumerate()
+    {
+        let model = Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap();
+        let graph = match Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap() {
+            Graph::Relational(g) => {
+                // 300 nodes, 3 in-edges on average; nodes 1..=12 get 20 to 130 more, node 0 400.
+                let f = g.x.as_ref().map_or(0, |x| x.shape[1]);
+                let relations = g.rel.iter().copied().max().map_or(1, |m| m as usize + 1);
+                let n = 300;
+                let mut edges = random_edges(n, 900, relations, relations, n, 0, 1 + i as u64);
+                for v in 0..=12usize {
+                    let extra = if v == 0 { 400 } else { 20 + 10 * v };
+                    edges.extend(random_edges(n, extra, relations, relations, n, 0, 100 + v as u64).into_iter().map(|(s, _, r)| (s, v, r)));
+                }
+                Graph::from_bytes("degree classes", graph_bytes(n, f, &edges, 7)).unwrap()
+            }
+            Graph::Hetero(mut g) => {
+                // The same in-degrees for papers 0..=12, through citations.
+                let papers = g.num_nodes["paper"];
+                let (src, dst) = g.edges.get_mut("paper__cites__paper").expect("the HGT fixture has citations");
+                let mut rng = Lcg(5);
+                for v in 0..=12u32 {
+                    for _ in 0..if v == 0 { 400 } else { 20 + 10 * v } {
+                        src.push(rng.below(papers) as u32);
+                        dst.push(v);
+                    }
+                }
+                Graph::Hetero(g)
+            }
+            Graph::Pair(_) => unreachable!("{case} is not a FloydNet case"),
+        };
+        let generated = rgnn::runtime::emit_cuda(&model, &graph, CompileOptions::default(), 8).unwrap();
+        let labels: Vec<&str> = generated.dispatches.iter().map(|d| d.label.as_str()).collect();
+        for class in ["(warps)", "(hubs)"] {
+            if *case != "rgcn_max" && !labels.iter().any(|l| l.contains(class)) {
+                failures.push(format!("{case}: no traversal {class} in {labels:?}"));
+            }
+        }
+        // The shuffles are inline PTX, which the host emulation replaces: compile them for the device.
+        if let Some(clang) = &clang {
+            std::fs::create_dir_all(&dir).unwrap();
+            for (j, d) in generated.dispatches.iter().enumerate().filter(|(_, d)| d.label.contains("(warps)")) {
+                match compile(clang, &dir, &format!("{case}-{j}"), &d.source) {
+                    Ok(ptx) if !ptx.contains("shfl.sync.bfly.b32") => failures.push(format!("{case} {}: no shuffles in the PTX", d.label)),
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("{case} {}: {e}", d.label)),
+                }
+            }
+        }
+        failures.extend(host_emulation_against_cpu(
+            case,
+            &model,
+            &graph,
+            CompileOptions::default(),
+            false,
+            1e-5,
+            &cxx,
+            &dir.join(i.to_string()),
+        ));
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -10,8 +10,6 @@ use common::*;
 use rgnn::codegen::{CompileOptions, LowerOptions};
 use rgnn::ir::level2::DType;
 use rgnn::{BackendKind, Graph, Model, Session};
-use safetensors::tensor::{serialize, Dtype, TensorView};
-use std::collections::HashMap;
 use std::io::Write;
 
 /// CI runs this one with `--nocapture` so its log names the adapter the tests ran on.
@@ -134,74 +132,6 @@ fn every_fixture_matches_cpu_with_f16_storage() {
     check_all(&cases, options, 5e-3);
 }
 
-/// A small deterministic generator (64-bit LCG) for test graphs and weights.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next_bits(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    /// Uniform in [-1, 1).
-    fn signed(&mut self) -> f64 {
-        self.next_bits() as f64 / (1u64 << 31) as f64 * 2.0 - 1.0
-    }
-    /// Uniform in 0..m.
-    fn below(&mut self, m: usize) -> usize {
-        (self.next_bits() as usize) % m.max(1)
-    }
-}
-
-/// A relational graph file: `n` nodes with `f` features, edges `(src, dst, rel)`.
-fn graph_bytes(n: usize, f: usize, edges: &[(usize, usize, usize)], seed: u64) -> Vec<u8> {
-    let mut rng = Lcg(seed);
-    let x: Vec<f32> = (0..n * f).map(|_| rng.signed() as f32).collect();
-    let mut index: Vec<i64> = edges.iter().map(|e| e.0 as i64).collect();
-    index.extend(edges.iter().map(|e| e.1 as i64));
-    let types: Vec<i64> = edges.iter().map(|e| e.2 as i64).collect();
-    let xb: Vec<u8> = bytemuck::cast_slice(&x).to_vec();
-    let ib: Vec<u8> = bytemuck::cast_slice(&index).to_vec();
-    let tb: Vec<u8> = bytemuck::cast_slice(&types).to_vec();
-    let tensors = HashMap::from([
-        ("x".to_string(), TensorView::new(Dtype::F32, vec![n, f], &xb).unwrap()),
-        ("edge_index".to_string(), TensorView::new(Dtype::I64, vec![2, edges.len()], &ib).unwrap()),
-        ("edge_type".to_string(), TensorView::new(Dtype::I64, vec![edges.len()], &tb).unwrap()),
-    ]);
-    serialize(tensors, None).unwrap()
-}
-
-/// Random edges over `relations` relations, leaving relation `empty` unused, nodes at and above
-/// `isolated_from` without edges, and node 0 a hub with `hub` extra in-edges.
-fn random_edges(
-    n: usize,
-    e: usize,
-    relations: usize,
-    empty: usize,
-    isolated_from: usize,
-    hub: usize,
-    seed: u64,
-) -> Vec<(usize, usize, usize)> {
-    let mut rng = Lcg(seed);
-    let mut below = |m: usize| rng.below(m);
-    let live = isolated_from.min(n).max(1);
-    let rel = |below: &mut dyn FnMut(usize) -> usize| loop {
-        let r = below(relations);
-        if r != empty {
-            return r;
-        }
-    };
-    let mut edges = vec![];
-    for _ in 0..e {
-        let r = rel(&mut below);
-        edges.push((below(live), below(live), r));
-    }
-    for _ in 0..hub {
-        let r = rel(&mut below);
-        edges.push((below(live), 0, r));
-    }
-    edges
-}
-
 #[test]
 fn random_graphs_of_several_sizes_match_cpu() {
     if !adapter() {
@@ -260,26 +190,6 @@ fn arrays_beyond_the_binding_limit_are_bound_in_chunks() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-/// A model file from a config and named weight shapes, weights pseudo-random in ±1/√fan_in.
-fn model_bytes(config: &str, weights: &[(&str, Vec<usize>)], seed: u64) -> Vec<u8> {
-    let mut rng = Lcg(seed);
-    let data: Vec<Vec<u8>> = weights
-        .iter()
-        .map(|(_, shape)| {
-            let fan_in = if shape.len() >= 2 { shape[shape.len() - 2] } else { shape[0] } as f64;
-            let n: usize = shape.iter().product();
-            let v: Vec<f32> = (0..n).map(|_| (rng.signed() / fan_in.sqrt()) as f32).collect();
-            bytemuck::cast_slice(&v).to_vec()
-        })
-        .collect();
-    let tensors: HashMap<String, TensorView> = weights
-        .iter()
-        .zip(&data)
-        .map(|((name, shape), d)| (name.to_string(), TensorView::new(Dtype::F32, shape.clone(), d).unwrap()))
-        .collect();
-    serialize(tensors, Some(HashMap::from([("rgnn.config".to_string(), config.to_string())]))).unwrap()
 }
 
 /// 64-wide rows and destinations with thousands of in-edges next to ones with a few: the rows

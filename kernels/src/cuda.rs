@@ -14,7 +14,7 @@
 //! within 1e-5. The host emulation runs `mma.sync` too (each thread computing its accumulators
 //! from its warp's published fragments), so the fragment layouts are checked without a GPU; the
 //! tensor-core path has not yet run on one. Not yet: `cp.async` double buffering,
-//! warp-per-destination traversals, tensor cores in pivot attention.
+//! tensor cores in pivot attention.
 
 use crate::cpu::GraphIndex;
 use crate::gpu::{Binding, Dispatch, Elem};
@@ -144,6 +144,13 @@ RG_FN void rg_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 RG_FN unsigned rg_f2tf32(float f) { unsigned r; asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(f)); return r; }
+// Warp shuffle, butterfly: the value of lane (this lane ^ m); all 32 lanes take part.
+RG_FN unsigned rg_shfl_xor_u(unsigned v, unsigned m) {
+    unsigned r; asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=r"(r) : "r"(v), "r"(m)); return r;
+}
+RG_FN float rg_shfl_xor(float v, unsigned m) {
+    float r; asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(m)); return r;
+}
 #endif
 RG_FN unsigned rg_minu(unsigned a, unsigned b) { return a < b ? a : b; }
 RG_FN float rg_sel(float f, float t, bool c) { return c ? t : f; }
@@ -213,6 +220,18 @@ RG_FN void rg_mma_emulated(float* d, const unsigned* a, const unsigned* b, int k
     }
     rg_host_sync();
 }
+// Warp shuffles on the host: publish, meet the warp, read the partner's value, meet again.
+void rg_host_warp_sync();
+static unsigned rg_shfl_slot[1024];
+RG_FN unsigned rg_shfl_xor_u(unsigned v, unsigned m) {
+    const unsigned me = rg_host_tid[1] * rg_host_ntid + rg_host_tid[0];
+    rg_shfl_slot[me] = v;
+    rg_host_warp_sync();
+    const unsigned r = rg_shfl_slot[me ^ m];
+    rg_host_warp_sync();
+    return r;
+}
+RG_FN float rg_shfl_xor(float v, unsigned m) { return rg_from_bits(rg_shfl_xor_u(rg_to_bits(v), m)); }
 RG_FN void rg_mma_bf16(float* d, const unsigned* a, const unsigned* b) { rg_mma_emulated(d, a, b, 0); }
 RG_FN void rg_mma_f16(float* d, const unsigned* a, const unsigned* b) { rg_mma_emulated(d, a, b, 1); }
 RG_FN void rg_mma_tf32(float* d, const unsigned* a, const unsigned* b) { rg_mma_emulated(d, a, b, 2); }
@@ -244,14 +263,17 @@ pub fn host_emulation_source(d: &Dispatch) -> String {
             format!("({constness}{ty}*)a[{i}]")
         })
         .collect();
-    let barrier = d.source.contains("__syncthreads");
+    // Threads run concurrently only where the kernel itself meets at barriers or shuffles.
+    let kernel = d.source.split_once("void __launch_bounds__").map_or(d.source.as_str(), |(_, k)| k);
+    let barrier = ["__syncthreads", "rg_shfl_xor", "rg_mma_"].iter().any(|s| kernel.contains(s));
     format!(
         r#"#define RGNN_HOST_EMULATION 1
 {source}
 #include <pthread.h>
 thread_local unsigned rg_host_tid[2], rg_host_ctaid[3], rg_host_ntid;
-static pthread_barrier_t rg_host_barrier;
+static pthread_barrier_t rg_host_barrier, rg_host_warp_barrier[32];
 void rg_host_sync() {{ pthread_barrier_wait(&rg_host_barrier); }}
+void rg_host_warp_sync() {{ pthread_barrier_wait(&rg_host_warp_barrier[(rg_host_tid[1] * rg_host_ntid + rg_host_tid[0]) >> 5]); }}
 static void rg_host_call(void** a) {{ {ENTRY}({args}); }}
 struct RgHostThread {{ unsigned tid[2], ctaid[3], ntid; void** args; }};
 static void rg_host_enter(RgHostThread* t) {{
@@ -273,9 +295,11 @@ extern "C" int rgnn_host_launch(unsigned gx, unsigned gy, unsigned gz, unsigned 
             continue;
         }}
         pthread_barrier_init(&rg_host_barrier, 0, n);
+        for (unsigned w = 0; w * 32 < n; w++) pthread_barrier_init(&rg_host_warp_barrier[w], 0, n - w * 32 < 32 ? n - w * 32 : 32);
         for (unsigned i = 0; i < n; i++) if (pthread_create(&handles[i], 0, rg_host_thread, &threads[i]) != 0) status = 1;
         for (unsigned i = 0; i < n; i++) pthread_join(handles[i], 0);
         pthread_barrier_destroy(&rg_host_barrier);
+        for (unsigned w = 0; w * 32 < n; w++) pthread_barrier_destroy(&rg_host_warp_barrier[w]);
     }}
     delete[] threads;
     delete[] handles;

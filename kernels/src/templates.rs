@@ -6,10 +6,12 @@
 //!   through workgroup memory in K steps of 16; rows of one weight type per tile (a per-kernel
 //!   table), so per-relation weights need no sorting at run time. A non-trivial input program
 //!   runs first as a row pass into scratch; a non-trivial epilogue runs after as a row pass.
-//! - **traversal**: one thread per destination over its relation-sorted CSR segments, with an
-//!   online max-subtracted softmax (or the two-pass form), sum / mean / max, per-relation
-//!   segments, no atomics; destinations with many in-edges ("hubs") get a workgroup each whose
-//!   threads split the edges (or segments) and merge through workgroup memory.
+//! - **traversal**: destination-parallel over relation-sorted CSR segments, with an online
+//!   max-subtracted softmax (or the two-pass form), sum / mean / max, per-relation segments, no
+//!   atomics. Destinations go by degree class: a thread each for the few in-edges most have; in
+//!   CUDA a warp each from [`WARP_ITEMS`] in-edges (lanes split the edges, or segments, and merge
+//!   by warp shuffles); a workgroup each from [`HUB_ITEMS`] ("hubs": threads merge through
+//!   workgroup memory).
 //! - **pivot attention**: one thread per (pair, head) with an online softmax over pivots.
 
 use crate::gpu::{gemm_row_groups, gemm_tiles, grid, ArrayRef, Dispatch, Elem, IndexArray};
@@ -25,10 +27,17 @@ enum Nodes {
     All,
     /// The listed nodes, one thread each.
     Listed(Vec<u32>),
+    /// The listed nodes, one warp each (CUDA).
+    Warps(Vec<u32>),
     /// The listed nodes, one workgroup each.
     Hubs(Vec<u32>),
 }
 
+/// In CUDA, destinations with at least this many in-edges (or segments) get a warp of their own:
+/// from here a warp's shuffles cost less than one thread walking the edges alone.
+pub const WARP_ITEMS: usize = 32;
+/// Warps per block of a warp-per-destination traversal.
+const WARPS_PER_GROUP: usize = 4;
 /// Destinations with at least this many in-edges (or segments) get a workgroup of their own.
 pub const HUB_ITEMS: usize = 256;
 /// Threads of a hub workgroup, and columns combined per step through workgroup memory.
@@ -433,9 +442,9 @@ impl<'c, 'a> Templates<'c, 'a> {
         sh
     }
 
-    /// The traversal's dispatches: one thread per destination, or, when some destinations
-    /// have at least [`HUB_ITEMS`] in-edges (segments), those ("hubs") one workgroup each and the
-    /// rest one thread each.
+    /// The traversal's dispatches: one thread per destination, or, where the kernel can split a
+    /// destination's work, one per degree class: a thread each below [`WARP_ITEMS`] in-edges
+    /// (segments), a warp each (CUDA) below [`HUB_ITEMS`], a workgroup each from there.
     fn traversals(&self, k: usize, t: &TraversalKernel) -> Result<Vec<Dispatch>, String> {
         let g = self.ctx.g;
         let items = |v: usize| {
@@ -447,14 +456,37 @@ impl<'c, 'a> Templates<'c, 'a> {
             }
         };
         let two_pass_softmax = !t.online_softmax && t.edge.ops.iter().any(|o| matches!(o, RowOp::Softmax { .. }));
-        let hub_capable = t.domain == Domain::Node(None) && !two_pass_softmax && t.edge.widths[t.edge.result()] <= MAX_HUB_WIDTH;
-        let hubs: Vec<u32> =
-            if hub_capable { (0..g.num_nodes).filter(|&v| items(v) >= HUB_ITEMS).map(|v| v as u32).collect() } else { vec![] };
-        if hubs.is_empty() {
+        let splittable = t.domain == Domain::Node(None) && !two_pass_softmax && t.edge.widths[t.edge.result()] <= MAX_HUB_WIDTH;
+        if !splittable {
             return Ok(vec![self.traversal(k, t, Nodes::All)?]);
         }
-        let small: Vec<u32> = (0..g.num_nodes).filter(|&v| items(v) < HUB_ITEMS).map(|v| v as u32).collect();
-        Ok(vec![self.traversal(k, t, Nodes::Listed(small))?, self.traversal(k, t, Nodes::Hubs(hubs))?])
+        let warp_from = if self.l == Lang::Cuda { WARP_ITEMS } else { HUB_ITEMS };
+        let (mut threads, mut warps, mut hubs) = (vec![], vec![], vec![]);
+        for v in 0..g.num_nodes {
+            let n = items(v);
+            let class = if n >= HUB_ITEMS {
+                &mut hubs
+            } else if n >= warp_from {
+                &mut warps
+            } else {
+                &mut threads
+            };
+            class.push(v as u32);
+        }
+        if warps.is_empty() && hubs.is_empty() {
+            return Ok(vec![self.traversal(k, t, Nodes::All)?]);
+        }
+        let mut out = vec![];
+        if !threads.is_empty() {
+            out.push(self.traversal(k, t, Nodes::Listed(threads))?);
+        }
+        if !warps.is_empty() {
+            out.push(self.traversal(k, t, Nodes::Warps(warps))?);
+        }
+        if !hubs.is_empty() {
+            out.push(self.traversal(k, t, Nodes::Hubs(hubs))?);
+        }
+        Ok(out)
     }
 
     fn traversal(&self, k: usize, t: &TraversalKernel, nodes: Nodes) -> Result<Dispatch, String> {
@@ -463,9 +495,19 @@ impl<'c, 'a> Templates<'c, 'a> {
         let zero = f(0.0);
         let res = t.edge.result();
         let width = t.edge.widths[res];
-        let hub = matches!(nodes, Nodes::Hubs(_));
-        let label = format!("k{k} traversal{}", if hub { " (hubs)" } else { "" });
-        let mut sh = Shader::new(self.ctx, (if hub { HUB_THREADS } else { ROW_GROUP }, 1));
+        // Threads sharing one destination: 1, a warp or a workgroup.
+        let (lanes, label) = match nodes {
+            Nodes::All | Nodes::Listed(_) => (1, format!("k{k} traversal")),
+            Nodes::Warps(_) => (32, format!("k{k} traversal (warps)")),
+            Nodes::Hubs(_) => (HUB_THREADS, format!("k{k} traversal (hubs)")),
+        };
+        let (hub, warp) = (matches!(nodes, Nodes::Hubs(_)), matches!(nodes, Nodes::Warps(_)));
+        let group = match nodes {
+            Nodes::Warps(_) => 32 * WARPS_PER_GROUP,
+            Nodes::Hubs(_) => HUB_THREADS,
+            _ => ROW_GROUP,
+        };
+        let mut sh = Shader::new(self.ctx, (group, 1));
         sh.divergent_loops = true;
         let wg = match nodes {
             Nodes::All => self.row_header(&mut sh, self.ctx.g.num_nodes, "v"),
@@ -475,6 +517,17 @@ impl<'c, 'a> Templates<'c, 'a> {
                 let wg = self.row_header(&mut sh, n, "slot");
                 let v = sh.ld(table, "slot");
                 sh.line(&format!("    {}", l.let_("v", &v)));
+                wg
+            }
+            Nodes::Warps(list) => {
+                // Every lane of a warp takes the same destination (or leaves), so the warp stays
+                // whole for its shuffles; there are no block barriers.
+                let n = list.len();
+                let table = sh.table(list);
+                let wg = grid(n.div_ceil(WARPS_PER_GROUP), self.fin.max_workgroups_per_dim());
+                let v = sh.ld(table, "slot");
+                sh.line(&format!("    {}", l.let_("slot", &format!("(wg_x + wg_y * {}u) * {WARPS_PER_GROUP}u + (li >> 5u)", wg[0]))));
+                sh.line(&format!("    if (slot >= {n}u) {{ return; }}\n    {}\n    {}", l.let_("v", &v), l.let_("lid", "li & 31u")));
                 wg
             }
             Nodes::Hubs(list) => {
@@ -503,14 +556,21 @@ impl<'c, 'a> Templates<'c, 'a> {
             (sh.ix(IndexArray::SegPtr, "sg"), sh.ix(IndexArray::SegPtr, "sg + 1u"))
         };
         let item = if t.over_segments { "p".to_string() } else { sh.ix(IndexArray::DstEdges, "p") };
-        // In a hub workgroup each thread takes every HUB_THREADS-th item (edge-parallel) or,
-        // when results are per (destination, relation) segment, every HUB_THREADS-th segment.
+        // Threads sharing a destination take every `lanes`-th item (edge-parallel) or, when
+        // results are per (destination, relation) segment, every `lanes`-th segment.
         let softmax_group = t.edge.ops.iter().find_map(|o| if let RowOp::Softmax { group, .. } = o { Some(*group) } else { None });
         let segment_parallel = t.per_relation || softmax_group == Some(SoftmaxGroup::DstRel);
-        let (seg_filter, item_filter) = match (hub, segment_parallel) {
-            (false, _) => (String::new(), String::new()),
-            (true, true) => (format!("        if (sg % {HUB_THREADS}u != lid) {{ continue; }}\n"), String::new()),
-            (true, false) => (String::new(), format!("            if (p % {HUB_THREADS}u != lid) {{ continue; }}\n")),
+        let seg_filter =
+            if lanes > 1 && segment_parallel { format!("        if (sg % {lanes}u != lid) {{ continue; }}\n") } else { String::new() };
+        // The loop over a segment's items `from..to`: a thread's own, the first at or after
+        // `from` that is `lid` modulo `lanes`, then every `lanes`-th.
+        let items_loop = |from: &str, to: &str| {
+            if lanes > 1 && !segment_parallel {
+                let first = format!("{from} + (lid + {lanes}u - ({from}) % {lanes}u) % {lanes}u");
+                l.for_step("p", &first, to, &format!("{lanes}u"))
+            } else {
+                l.for_("p", from, to)
+            }
         };
         sh.line(&format!(
             "    {}\n    {}\n    {}\n    {}\n    {}\n    {}",
@@ -522,6 +582,8 @@ impl<'c, 'a> Templates<'c, 'a> {
             l.let_("se", &se)
         ));
         let each_w = l.for_("c", "0u", &format!("{width}u"));
+        let sum = |a: &str, b: &str| format!("{a} + {b}");
+        let max = |a: &str, b: &str| format!("rg_max({a}, {b})");
         let epilogue = |sh: &mut Shader, d: Domain, row: &str, acc: &str| -> Result<(), String> {
             sh.line("    {");
             sh.program(&t.epilogue, d, row, acc, acc, t.epilogue.ops.len(), "e", "        ");
@@ -533,9 +595,26 @@ impl<'c, 'a> Templates<'c, 'a> {
             sh.line(&format!("        {} {st} }}\n    }}", l.for_("c", "0u", &format!("{out_w}u"))));
             Ok(())
         };
+        // A warp: combine the lanes' partial results by butterfly shuffles; lane 0 finishes.
+        let warp_merge = |sh: &mut Shader, combine: &Combine, ident: &str| {
+            let _ = writeln!(
+                sh.body,
+                "    {count}
+    {each_w}
+        {x}
+        {x_steps}
+        acc[c] = rg_sel({zero}, x, count > 0u);
+    }}
+    if (lid != 0u) {{ return; }}",
+                count = butterfly("count", "rg_shfl_xor_u", &|a, b| format!("{a} + {b}")).replace('\n', "\n    "),
+                x = l.var_f("x", &format!("rg_sel({ident}, acc[c], seen)")),
+                x_steps = butterfly("x", "rg_shfl_xor", combine).replace('\n', "\n        "),
+            );
+        };
         // Hubs: combine the threads' partial results into `acc` of thread 0, which finishes
         // (mean, epilogue, store).
-        let merge = |sh: &mut Shader, op: &str, ident: &str| {
+        let merge = |sh: &mut Shader, combine: &Combine, ident: &str| {
+            let op = combine("r", "x");
             let _ = writeln!(
                 sh.body,
                 "    wcnt[lid] = count;
@@ -586,7 +665,7 @@ impl<'c, 'a> Templates<'c, 'a> {
     {start_group}
     {sg_loop}
 {seg_filter}        {p_loop}
-{item_filter}            if (start_group) {{
+            if (start_group) {{
                 {each_l} m[c] = {neg}; z[c] = {zero}; }}
                 {each_w} seg_acc[c] = {zero}; }}
                 start_group = false;
@@ -601,7 +680,7 @@ impl<'c, 'a> Templates<'c, 'a> {
                 neg = f(NEG_BIG),
                 start_group = l.var_b("start_group", "true"),
                 sg_loop = l.for_("sg", "sb", "se"),
-                p_loop = l.for_("p", &pa, &pb),
+                p_loop = items_loop(&pa, &pb),
                 item_let = l.let_("item", &item),
             );
             sh.program(&t.edge, item_domain, "item", "acc", "ones", t.edge.ops.len(), "s", "            ");
@@ -635,6 +714,29 @@ impl<'c, 'a> Templates<'c, 'a> {
                 rel_group = group == SoftmaxGroup::DstRel,
                 tiny = f(1e-16),
             );
+            if warp && !segment_parallel {
+                // As for hubs below, by shuffles.
+                let _ = writeln!(
+                    sh.body,
+                    "    {share}
+    {each_l}
+        {mx}
+        {mx_steps}
+        share[c] = rg_sel(z[c] * rg_exp(m[c] - mx), {zero}, m[c] == {neg});
+        {total}
+        {total_steps}
+        share[c] = rg_sel(share[c] / total, {zero}, total == {zero});
+    }}
+    {j_loop} acc[j] = acc[j] * share[softmax_col[j]]; }}",
+                    share = l.arr("share", lw),
+                    mx = l.var_f("mx", "m[c]"),
+                    mx_steps = butterfly("mx", "rg_shfl_xor", &|a, b| format!("rg_max({a}, {b})")).replace('\n', "\n        "),
+                    neg = f(NEG_BIG),
+                    total = l.var_f("total", "share[c]"),
+                    total_steps = butterfly("total", "rg_shfl_xor", &|a, b| format!("{a} + {b}")).replace('\n', "\n        "),
+                    j_loop = l.for_("j", "0u", &format!("{width}u")),
+                );
+            }
             if hub && !segment_parallel {
                 // Each thread normalised its share by its own (max, sum); reweigh the shares by
                 // sum · e^(max − overall max) so they combine into the softmax over all edges.
@@ -669,7 +771,10 @@ impl<'c, 'a> Templates<'c, 'a> {
                 );
             }
             if hub {
-                merge(&mut sh, "r + x", &zero);
+                merge(&mut sh, &sum, &zero);
+            }
+            if warp {
+                warp_merge(&mut sh, &sum, &zero);
             }
             epilogue(&mut sh, Domain::Node(None), "v", "acc")?;
             return Ok(self.fin.finish(sh, label, wg));
@@ -712,11 +817,7 @@ impl<'c, 'a> Templates<'c, 'a> {
                 stats(&mut sh, si, "pa", "pb");
             }
         }
-        sh.line(&format!(
-            "    {each_w} seg_acc[c] = {zero}; }}\n    {}\n{item_filter}        {}",
-            l.for_("p", "pa", "pb"),
-            l.let_("item", &item)
-        ));
+        sh.line(&format!("    {each_w} seg_acc[c] = {zero}; }}\n    {}\n        {}", items_loop("pa", "pb"), l.let_("item", &item)));
         if let Some(si) = softmax {
             let RowOp::Softmax { x: logit, .. } = t.edge.ops[si] else { unreachable!() };
             let lw = t.edge.widths[logit];
@@ -748,11 +849,15 @@ impl<'c, 'a> Templates<'c, 'a> {
         }
         sh.line("    }");
         if t.domain != Domain::CompactDstRel {
+            let (combine, ident): (&Combine, String) = match (t.per_relation, t.reduce) {
+                (false, Reduce::Max) => (&max, f(NEG_BIG)),
+                _ => (&sum, zero.clone()),
+            };
             if hub {
-                match (t.per_relation, t.reduce) {
-                    (false, Reduce::Max) => merge(&mut sh, "rg_max(r, x)", &f(NEG_BIG)),
-                    _ => merge(&mut sh, "r + x", &zero),
-                }
+                merge(&mut sh, combine, &ident);
+            }
+            if warp {
+                warp_merge(&mut sh, combine, &ident);
             }
             if !t.per_relation && t.reduce == Reduce::Mean {
                 sh.line(&format!("    if (count > 0u) {{ {each_w} acc[c] = acc[c] / {}; }} }}", l.to_f("count")));
@@ -833,4 +938,13 @@ impl<'c, 'a> Templates<'c, 'a> {
         );
         Ok(self.fin.finish(sh, format!("k{k} pivot_attention"), wg))
     }
+}
+
+/// How two partial results combine, as source: `a + b`, `rg_max(a, b)`.
+type Combine = dyn Fn(&str, &str) -> String;
+
+/// CUDA: `var = combine(var, <var of lane ^ o>)` for o = 16, 8, 4, 2, 1: every lane of the warp
+/// ends with the combination over all 32 (`shuffle` is `rg_shfl_xor` or `rg_shfl_xor_u`).
+fn butterfly(var: &str, shuffle: &str, combine: &Combine) -> String {
+    [16, 8, 4, 2, 1].iter().map(|o| format!("{var} = {};", combine(var, &format!("{shuffle}({var}, {o}u)")))).collect::<Vec<_>>().join("\n")
 }
