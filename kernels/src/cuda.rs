@@ -13,8 +13,8 @@
 //! [`CudaOptions::tf32`] allows it; otherwise f32 storage uses the SIMT GEMM, so f32 results stay
 //! within 1e-5. The host emulation runs `mma.sync` too (each thread computing its accumulators
 //! from its warp's published fragments), so the fragment layouts are checked without a GPU; the
-//! tensor-core path has not yet run on one. Not yet: `cp.async` double buffering,
-//! tensor cores in pivot attention.
+//! tensor-core path has not yet run on one. Its operands come through two shared-memory stages,
+//! A by `cp.async` (a plain copy in the host emulation). Not yet: tensor cores in pivot attention.
 
 use crate::cpu::GraphIndex;
 use crate::gpu::{Binding, Dispatch, Elem};
@@ -144,6 +144,19 @@ RG_FN void rg_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 RG_FN unsigned rg_f2tf32(float f) { unsigned r; asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(f)); return r; }
+// cp.async (sm_80): copy 16 or 4 bytes from global to shared memory without holding registers;
+// with src_bytes = 0 the destination is zero-filled instead. Completed by rg_cp_async_wait_all.
+RG_FN unsigned rg_shared_addr(const void* p) {
+    unsigned a; asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p)); return a;
+}
+RG_FN void rg_cp_async16(void* s, const void* g, unsigned src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(rg_shared_addr(s)), "l"(g), "r"(src_bytes) : "memory");
+}
+RG_FN void rg_cp_async4(void* s, const void* g, unsigned src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(rg_shared_addr(s)), "l"(g), "r"(src_bytes) : "memory");
+}
+RG_FN void rg_cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+RG_FN void rg_cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 // Warp shuffle, butterfly: the value of lane (this lane ^ m); all 32 lanes take part.
 RG_FN unsigned rg_shfl_xor_u(unsigned v, unsigned m) {
     unsigned r; asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=r"(r) : "r"(v), "r"(m)); return r;
@@ -153,6 +166,8 @@ RG_FN float rg_shfl_xor(float v, unsigned m) {
 }
 #endif
 RG_FN unsigned rg_minu(unsigned a, unsigned b) { return a < b ? a : b; }
+// Two 16-bit values in one register, `lo` in the low half (the lower k of an mma fragment pair).
+RG_FN unsigned rg_pack2(unsigned short lo, unsigned short hi) { return (unsigned)lo | ((unsigned)hi << 16); }
 RG_FN float rg_sel(float f, float t, bool c) { return c ? t : f; }
 RG_FN unsigned rg_selu(unsigned f, unsigned t, bool c) { return c ? t : f; }
 // e^x: x = n ln2 + r (ln2 in two parts, Cody and Waite), e^r by its degree-6 Taylor polynomial,
@@ -220,6 +235,15 @@ RG_FN void rg_mma_emulated(float* d, const unsigned* a, const unsigned* b, int k
     }
     rg_host_sync();
 }
+// cp.async on the host: a plain copy (or zero fill), complete at once.
+RG_FN void rg_cp_async16(void* s, const void* g, unsigned src_bytes) {
+    if (src_bytes) __builtin_memcpy(s, g, 16); else __builtin_memset(s, 0, 16);
+}
+RG_FN void rg_cp_async4(void* s, const void* g, unsigned src_bytes) {
+    if (src_bytes) __builtin_memcpy(s, g, 4); else __builtin_memset(s, 0, 4);
+}
+RG_FN void rg_cp_async_commit() {}
+RG_FN void rg_cp_async_wait_all() {}
 // Warp shuffles on the host: publish, meet the warp, read the partner's value, meet again.
 void rg_host_warp_sync();
 static unsigned rg_shfl_slot[1024];

@@ -231,6 +231,11 @@ impl<'c, 'a> Shader<'c, 'a> {
         format!("ld_{}({idx})", self.touch(a, false))
     }
 
+    /// CUDA: the address of element `idx` (what `cp.async` copies from).
+    pub fn ptr(&mut self, a: ArrayRef, idx: &str) -> String {
+        format!("({} + ({idx}))", self.touch(a, false))
+    }
+
     /// Statement storing `value` (f32) at element `idx`.
     pub fn st(&mut self, a: ArrayRef, idx: &str, value: &str) -> String {
         format!("st_{}({idx}, {value});", self.touch(a, true))

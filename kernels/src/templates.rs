@@ -4,7 +4,9 @@
 //! - **map** (and the GEMM's prologue / epilogue passes): one thread per row.
 //! - **GEMM**: 64×64 output tiles per workgroup of 16×16 threads (4×4 each), operands staged
 //!   through workgroup memory in K steps of 16; rows of one weight type per tile (a per-kernel
-//!   table), so per-relation weights need no sorting at run time. A non-trivial input program
+//!   table), so per-relation weights need no sorting at run time. In CUDA on sm_80+ the tiles run
+//!   on tensor cores (`mma.sync`) with two shared-memory stages, the next K step's rows arriving by
+//!   `cp.async` during the current one's multiply. A non-trivial input program
 //!   runs first as a row pass into scratch; a non-trivial epilogue runs after as a row pass.
 //! - **traversal**: destination-parallel over relation-sorted CSR segments, with an online
 //!   max-subtracted softmax (or the two-pass form), sum / mean / max, per-relation segments, no
@@ -204,8 +206,14 @@ impl<'c, 'a> Templates<'c, 'a> {
 
     /// CUDA tensor cores: 64×64 output tiles per block of 4 warps, each warp 32×32 as 2×4 tiles
     /// of 16×8 with f32 accumulators: `mma.sync.m16n8k16` on f16 / bf16 storage, two
-    /// `mma.sync.m16n8k8` on tf32 for f32 storage. Operands are staged through shared memory in
-    /// the operand type (A row-major, B transposed so each lane's k values are adjacent).
+    /// `mma.sync.m16n8k8` on tf32 for f32 storage.
+    ///
+    /// Two shared-memory stages: while the warps multiply one K step, the next one's A rows
+    /// arrive by `cp.async` (copied as stored, converted when the fragments are read; plain
+    /// loads where A's rows are not 4-byte aligned) and its weights wait in registers, to be
+    /// converted and stored after the multiply; one barrier per K step. B is kept transposed so
+    /// each lane's k values are adjacent; row pitches are padded so the fragment reads of a warp
+    /// hit 32 different banks.
     #[allow(clippy::too_many_arguments)]
     fn gemm_mma(
         &self,
@@ -220,29 +228,48 @@ impl<'c, 'a> Templates<'c, 'a> {
     ) -> Shader<'c, 'a> {
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
-        let out_w = blocks * bout;
-        // Operands in shared memory: 16-bit values (f16 / bf16 storage) or tf32 bit patterns
-        // (f32 storage with tf32 allowed).
-        let (shared_ty, convert, mma) = match self.ctx.storage {
+        let (in_w, out_w) = (blocks * bin, blocks * bout);
+        let mut sh = Shader::new(self.ctx, (128, 1));
+        // The operand type in shared memory and the conversion to it: 16-bit values (f16 / bf16
+        // storage) or tf32 bit patterns (f32 storage with tf32 allowed).
+        let tf32 = self.ctx.storage == DType::F32;
+        let (op_ty, convert, mma) = match self.ctx.storage {
             DType::F16 => ("unsigned short", "rg_f2h", "rg_mma_f16"),
             DType::BF16 => ("unsigned short", "rg_f2b", "rg_mma_bf16"),
             DType::F32 => ("unsigned", "rg_f2tf32", "rg_mma_tf32"),
         };
-        // Each K step of 16 runs one m16n8k16 per 16×8 tile, or two m16n8k8 (tf32). A lane's
-        // fragments, read from shared memory at its rows r0 / r1 and column c0 (layouts in the
-        // prelude's comments): 16-bit operands come in adjacent pairs, tf32 ones singly.
-        let (k_step, a_frag, b_frag) = if self.ctx.storage == DType::F32 {
-            (8, ["sa[r0 + t]", "sa[r1 + t]", "sa[r0 + t + 4u]", "sa[r1 + t + 4u]"], ["sbt[c0 + t]", "sbt[c0 + t + 4u]"])
+        // A by cp.async in the largest copy its alignment allows (16 or 4 bytes; A's rows are
+        // `in_w` elements apart and a block starts `bin` in), else by plain loads, converted.
+        let a_elem = sh.elem(a_array);
+        let a_bytes = a_elem.bytes();
+        let aligned = |bytes: usize| (in_w * a_bytes).is_multiple_of(bytes) && (bin * a_bytes).is_multiple_of(bytes);
+        let copy_bytes = [16, 4].into_iter().find(|&b| aligned(b));
+        let a_ty = match (copy_bytes, a_elem) {
+            (Some(_), Elem::F32) => "float",
+            (Some(_), _) => "unsigned short",
+            (None, _) => op_ty,
+        };
+        // Row pitches (elements): a warp's fragment reads then fall in distinct banks.
+        let pitch = |ty: &str| if ty == "unsigned short" { TK + 8 } else { TK + 4 };
+        let (ap, bp) = (pitch(a_ty), pitch(op_ty));
+        // A lane's fragments for the K step at `ks`, from its rows r0 / r1 and column c0 (layouts
+        // in the prelude's comments): 16-bit operands come in adjacent pairs, tf32 ones singly.
+        let a_at_k = |k: &str| -> String {
+            let at = |x: &str| format!("sa[cur][{x}]");
+            match (tf32, a_ty) {
+                (true, _) => format!("rg_f2tf32({})", at(k)),
+                (false, "float") => format!("rg_pack2({convert}({}), {convert}({}))", at(k), at(&format!("{k} + 1u"))),
+                (false, _) => format!("*(const unsigned*)&{}", at(k)),
+            }
+        };
+        let b_at_k = |k: &str| if tf32 { format!("sbt[cur][{k}]") } else { format!("*(const unsigned*)&sbt[cur][{k}]") };
+        let (k_step, a_frag, b_frag) = if tf32 {
+            (8, ["r0 + t", "r1 + t", "r0 + t + 4u", "r1 + t + 4u"].map(a_at_k), ["c0 + t", "c0 + t + 4u"].map(b_at_k))
         } else {
             (
                 16,
-                [
-                    "*(const unsigned*)&sa[r0 + 2u * t]",
-                    "*(const unsigned*)&sa[r1 + 2u * t]",
-                    "*(const unsigned*)&sa[r0 + 2u * t + 8u]",
-                    "*(const unsigned*)&sa[r1 + 2u * t + 8u]",
-                ],
-                ["*(const unsigned*)&sbt[c0 + 2u * t]", "*(const unsigned*)&sbt[c0 + 2u * t + 8u]"],
+                ["r0 + 2u * t", "r1 + 2u * t", "r0 + 2u * t + 8u", "r1 + 2u * t + 8u"].map(a_at_k),
+                ["c0 + 2u * t", "c0 + 2u * t + 8u"].map(b_at_k),
             )
         };
         let ([a0, a1, a2, a3], [b0, b1]) = (a_frag, b_frag);
@@ -252,7 +279,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         for (unsigned ks = 0u; ks < {TK}u; ks += {k_step}u) {{
 #pragma unroll
             for (unsigned i = 0u; i < 2u; i++) {{
-                const unsigned r0 = (wm + i * 16u + g) * {TK}u + ks, r1 = r0 + 8u * {TK}u;
+                const unsigned r0 = (wm + i * 16u + g) * {ap}u + ks, r1 = r0 + 8u * {ap}u;
                 af[i][0] = {a0};
                 af[i][1] = {a1};
                 af[i][2] = {a2};
@@ -260,7 +287,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             }}
 #pragma unroll
             for (unsigned j = 0u; j < 4u; j++) {{
-                const unsigned c0 = (wn + j * 8u + g) * {TK}u + ks;
+                const unsigned c0 = (wn + j * 8u + g) * {bp}u + ks;
                 bf[j][0] = {b0};
                 bf[j][1] = {b1};
             }}
@@ -272,16 +299,47 @@ impl<'c, 'a> Templates<'c, 'a> {
         }}"
         );
         let n_tiles = tiles.len() / 3;
-        let mut sh = Shader::new(self.ctx, (128, 1));
         let rows_t = sh.table(row_list);
         let tiles_t = sh.table(tiles);
         sh.globals.push_str(&format!(
-            "__shared__ __attribute__((aligned(16))) {shared_ty} sa[{}];\n__shared__ __attribute__((aligned(16))) {shared_ty} sbt[{}];\n__shared__ unsigned arow[{TM}];\n__shared__ unsigned orow[{TM}];\n",
-            TM * TK,
-            TN * TK
+            "__shared__ __attribute__((aligned(16))) {a_ty} sa[2][{}];\n__shared__ __attribute__((aligned(16))) {op_ty} sbt[2][{}];\n__shared__ unsigned arow[{TM}];\n__shared__ unsigned orow[{TM}];\n",
+            TM * ap,
+            TN * bp
         ));
         let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_val, w_val } = self.gemm_exprs(&mut sh, gk, a_array, a_at, rows_t, tiles_t);
         let st = sh.st(c_array, &format!("orow[m] * {out_w}u + blk * {bout}u + n"), "acc[i][j][e]");
+        // Stage `s`'s A rows for the K step at `k0`.
+        let load_a = match copy_bytes {
+            Some(bytes) => {
+                let per_copy = bytes / a_bytes;
+                let copies = TM * TK / per_copy;
+                let from = sh.ptr(a_array, &format!("rg_selu(0u, arow[m], ok) * {in_w}u + blk * {bin}u + k0 + kk"));
+                format!(
+                    "#pragma unroll
+        for (unsigned q = 0u; q < {per}u; q++) {{
+            const unsigned idx = li + q * 128u;
+            const unsigned m = idx / {chunks}u, kk = (idx % {chunks}u) * {per_copy}u;
+            const bool ok = m < cnt && k0 + kk < {bin}u;
+            rg_cp_async{bytes}(&sa[s][m * {ap}u + kk], {from}, ok ? {bytes}u : 0u);
+        }}
+        rg_cp_async_commit();",
+                    per = copies.div_ceil(128),
+                    chunks = TK / per_copy,
+                )
+            }
+            None => format!(
+                "#pragma unroll
+        for (unsigned q = 0u; q < {per}u; q++) {{
+            const unsigned idx = li + q * 128u;
+            const unsigned m = idx / {TK}u, kk = idx % {TK}u;
+            float a = 0.0f;
+            if (m < cnt && k0 + kk < {bin}u) {{ a = {a_val}; }}
+            sa[s][m * {ap}u + kk] = {convert}(a);
+        }}",
+                per = TM * TK / 128
+            ),
+        };
+        let per_w = TK * TN / 128;
         let _ = writeln!(
             sh.body,
             "    const unsigned tile = wg_x + wg_z * {grid_x}u;
@@ -300,21 +358,42 @@ impl<'c, 'a> Templates<'c, 'a> {
     }}
     __syncthreads();
     float acc[2][4][4] = {{}};
-    for (unsigned k0 = 0u; k0 < {bin}u; k0 += {TK}u) {{
+    float wr[{per_w}];
+    // The weights of the K step at k0, into registers; then converted into stage s.
+    auto load_w = [&](unsigned k0) {{
 #pragma unroll
-        for (unsigned q = 0u; q < {per}u; q++) {{
+        for (unsigned q = 0u; q < {per_w}u; q++) {{
             const unsigned idx = li + q * 128u;
-            const unsigned m = idx / {TK}u, kk = idx % {TK}u;
-            float a = 0.0f;
-            if (m < cnt && k0 + kk < {bin}u) {{ a = {a_val}; }}
-            sa[m * {TK}u + kk] = {convert}(a);
             const unsigned kb = idx / {TN}u, nb = idx % {TN}u;
             float w = 0.0f;
             if (k0 + kb < {bin}u && n0 + nb < {bout}u) {{ w = {w_val}; }}
-            sbt[nb * {TK}u + kb] = {convert}(w);
+            wr[q] = w;
         }}
-        __syncthreads();
+    }};
+    auto store_w = [&](unsigned s) {{
+#pragma unroll
+        for (unsigned q = 0u; q < {per_w}u; q++) {{
+            const unsigned idx = li + q * 128u;
+            sbt[s][(idx % {TN}u) * {bp}u + idx / {TN}u] = {convert}(wr[q]);
+        }}
+    }};
+    auto load_a = [&](unsigned s, unsigned k0) {{
+        {load_a}
+    }};
+    load_a(0u, 0u);
+    load_w(0u);
+    store_w(0u);
+    rg_cp_async_wait_all();
+    __syncthreads();
+    for (unsigned k0 = 0u, cur = 0u; k0 < {bin}u; k0 += {TK}u, cur ^= 1u) {{
+        const bool more = k0 + {TK}u < {bin}u;
+        if (more) {{
+            load_a(cur ^ 1u, k0 + {TK}u);
+            load_w(k0 + {TK}u);
+        }}
 {fragments_and_mma}
+        if (more) {{ store_w(cur ^ 1u); }}
+        rg_cp_async_wait_all();
         __syncthreads();
     }}
 #pragma unroll
@@ -328,8 +407,7 @@ impl<'c, 'a> Templates<'c, 'a> {
                 if (m < cnt && n < {bout}u) {{ {st} }}
             }}
         }}
-    }}",
-            per = TM * TK / 128,
+    }}"
         );
         sh
     }
