@@ -28,6 +28,19 @@ fn clang() -> Option<String> {
     None
 }
 
+/// The C++ compiler the host emulation uses; without one, says why (a failure when
+/// `RGNN_REQUIRE_CLANG=1`, as in CI).
+fn host_compiler() -> Option<String> {
+    let cxx = rgnn::runtime::cuda_backend::host_emulation::compiler();
+    if cxx.is_none() {
+        if std::env::var("RGNN_REQUIRE_CLANG").is_ok_and(|v| v == "1") {
+            panic!("RGNN_REQUIRE_CLANG=1 but no host C++ compiler runs");
+        }
+        let _ = writeln!(std::io::stderr(), "SKIPPED: the CUDA host emulation needs a C++ compiler");
+    }
+    cxx
+}
+
 /// Compile one source; the PTX on success, clang's message otherwise.
 fn compile(clang: &str, dir: &std::path::Path, name: &str, source: &str) -> Result<String, String> {
     let cu = dir.join(format!("{name}.cu"));
@@ -103,13 +116,7 @@ fn every_generated_cuda_kernel_compiles_to_ptx() {
 /// from the fragment layouts, so a layout mistake in the GEMM template shows here).
 #[test]
 fn generated_cuda_c_computes_what_the_cpu_backend_computes() {
-    let Some(cxx) = rgnn::runtime::cuda_backend::host_emulation::compiler() else {
-        if std::env::var("RGNN_REQUIRE_CLANG").is_ok_and(|v| v == "1") {
-            panic!("RGNN_REQUIRE_CLANG=1 but no host C++ compiler runs");
-        }
-        let _ = writeln!(std::io::stderr(), "SKIPPED: the CUDA host emulation needs a C++ compiler");
-        return;
-    };
+    let Some(cxx) = host_compiler() else { return };
     // (case, storage, tf32, tensor cores, tolerance)
     let f32 = |case| (case, DType::F32, false, false, 1e-5);
     let cases: &[(&str, DType, bool, bool, f64)] = &[
@@ -196,13 +203,7 @@ fn host_emulation_against_cpu(
 /// (destination, relation) segment first, a thread each: there for the thread class alone.)
 #[test]
 fn every_degree_class_of_the_traversal_matches_the_cpu_backend() {
-    let Some(cxx) = rgnn::runtime::cuda_backend::host_emulation::compiler() else {
-        if std::env::var("RGNN_REQUIRE_CLANG").is_ok_and(|v| v == "1") {
-            panic!("RGNN_REQUIRE_CLANG=1 but no host C++ compiler runs");
-        }
-        let _ = writeln!(std::io::stderr(), "SKIPPED: the CUDA host emulation needs a C++ compiler");
-        return;
-    };
+    let Some(cxx) = host_compiler() else { return };
     let clang = clang();
     let dir = std::env::temp_dir().join(format!("rgnn-cuda-classes-{}", std::process::id()));
     let mut failures = vec![];
@@ -276,13 +277,7 @@ fn every_degree_class_of_the_traversal_matches_the_cpu_backend() {
 /// of 200 nodes (four row tiles of the busiest relation).
 #[test]
 fn tensor_core_gemm_matches_on_every_operand_path() {
-    let Some(cxx) = rgnn::runtime::cuda_backend::host_emulation::compiler() else {
-        if std::env::var("RGNN_REQUIRE_CLANG").is_ok_and(|v| v == "1") {
-            panic!("RGNN_REQUIRE_CLANG=1 but no host C++ compiler runs");
-        }
-        let _ = writeln!(std::io::stderr(), "SKIPPED: the CUDA host emulation needs a C++ compiler");
-        return;
-    };
+    let Some(cxx) = host_compiler() else { return };
     let dir = std::env::temp_dir().join(format!("rgnn-cuda-gemm-{}", std::process::id()));
     let (n, r, out) = (200, 3, 10);
     let edges = random_edges(n, 900, r, r, n, 0, 3);

@@ -78,6 +78,19 @@ pub fn generate(ctx: &GenCtx, fin: &dyn Finish) -> Result<Vec<Dispatch>, String>
     Ok(out)
 }
 
+/// What both GEMM bodies take from [`Templates::gemm`]: where A is read (and through which row
+/// reference) and C written, every row in weight-type order, the tiles `(type, first, count)`,
+/// column tiles per block, and the grid's x extent (tiles beyond it go to z).
+struct GemmTiling {
+    a_array: ArrayRef,
+    a_at: RowRef,
+    c_array: ArrayRef,
+    row_list: Vec<u32>,
+    tiles: Vec<u32>,
+    col_tiles: usize,
+    grid_x: u32,
+}
+
 /// See [`Templates::gemm_exprs`].
 struct GemmExprs {
     t_type: String,
@@ -157,10 +170,11 @@ impl<'c, 'a> Templates<'c, 'a> {
         let tile_grid = grid(n_tiles, self.fin.max_workgroups_per_dim());
         let workgroups = [tile_grid[0], (blocks * col_tiles) as u32, tile_grid[1]];
 
+        let tiling = GemmTiling { a_array, a_at, c_array, row_list, tiles, col_tiles, grid_x: tile_grid[0] };
         let (sh, label) = if self.ctx.tensor_cores {
-            (self.gemm_mma(gk, a_array, a_at, c_array, row_list, tiles, col_tiles, tile_grid[0]), format!("k{k} gemm (tensor cores)"))
+            (self.gemm_mma(gk, tiling), format!("k{k} gemm (tensor cores)"))
         } else {
-            (self.gemm_simt(gk, a_array, a_at, c_array, row_list, tiles, col_tiles, tile_grid[0]), format!("k{k} gemm"))
+            (self.gemm_simt(gk, tiling), format!("k{k} gemm"))
         };
         out.push(self.fin.finish(sh, label, workgroups));
         if !plain_epilogue {
@@ -214,18 +228,8 @@ impl<'c, 'a> Templates<'c, 'a> {
     /// converted and stored after the multiply; one barrier per K step. B is kept transposed so
     /// each lane's k values are adjacent; row pitches are padded so the fragment reads of a warp
     /// hit 32 different banks.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_mma(
-        &self,
-        gk: &GemmKernel,
-        a_array: ArrayRef,
-        a_at: RowRef,
-        c_array: ArrayRef,
-        row_list: Vec<u32>,
-        tiles: Vec<u32>,
-        col_tiles: usize,
-        grid_x: u32,
-    ) -> Shader<'c, 'a> {
+    fn gemm_mma(&self, gk: &GemmKernel, tiling: GemmTiling) -> Shader<'c, 'a> {
+        let GemmTiling { a_array, a_at, c_array, row_list, tiles, col_tiles, grid_x } = tiling;
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
         let (in_w, out_w) = (blocks * bin, blocks * bout);
@@ -413,18 +417,8 @@ impl<'c, 'a> Templates<'c, 'a> {
     }
 
     /// The SIMT GEMM (WGSL, CUDA with f32 storage or without tensor cores).
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_simt(
-        &self,
-        gk: &GemmKernel,
-        a_array: ArrayRef,
-        a_at: RowRef,
-        c_array: ArrayRef,
-        row_list: Vec<u32>,
-        tiles: Vec<u32>,
-        col_tiles: usize,
-        grid_x: u32,
-    ) -> Shader<'c, 'a> {
+    fn gemm_simt(&self, gk: &GemmKernel, tiling: GemmTiling) -> Shader<'c, 'a> {
+        let GemmTiling { a_array, a_at, c_array, row_list, tiles, col_tiles, grid_x } = tiling;
         let l = self.l;
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
@@ -573,18 +567,14 @@ impl<'c, 'a> Templates<'c, 'a> {
         let zero = f(0.0);
         let res = t.edge.result();
         let width = t.edge.widths[res];
-        // Threads sharing one destination: 1, a warp or a workgroup.
-        let (lanes, label) = match nodes {
-            Nodes::All | Nodes::Listed(_) => (1, format!("k{k} traversal")),
-            Nodes::Warps(_) => (32, format!("k{k} traversal (warps)")),
-            Nodes::Hubs(_) => (HUB_THREADS, format!("k{k} traversal (hubs)")),
+        // Threads sharing one destination (1, a warp or a workgroup), threads per workgroup.
+        let (lanes, group, class) = match nodes {
+            Nodes::All | Nodes::Listed(_) => (1, ROW_GROUP, ""),
+            Nodes::Warps(_) => (32, 32 * WARPS_PER_GROUP, " (warps)"),
+            Nodes::Hubs(_) => (HUB_THREADS, HUB_THREADS, " (hubs)"),
         };
+        let label = format!("k{k} traversal{class}");
         let (hub, warp) = (matches!(nodes, Nodes::Hubs(_)), matches!(nodes, Nodes::Warps(_)));
-        let group = match nodes {
-            Nodes::Warps(_) => 32 * WARPS_PER_GROUP,
-            Nodes::Hubs(_) => HUB_THREADS,
-            _ => ROW_GROUP,
-        };
         let mut sh = Shader::new(self.ctx, (group, 1));
         sh.divergent_loops = true;
         let wg = match nodes {
@@ -684,9 +674,9 @@ impl<'c, 'a> Templates<'c, 'a> {
         acc[c] = rg_sel({zero}, x, count > 0u);
     }}
     if (lid != 0u) {{ return; }}",
-                count = butterfly("count", "rg_shfl_xor_u", &|a, b| format!("{a} + {b}")).replace('\n', "\n    "),
+                count = butterfly("count", "rg_shfl_xor_u", &sum, "    "),
                 x = l.var_f("x", &format!("rg_sel({ident}, acc[c], seen)")),
-                x_steps = butterfly("x", "rg_shfl_xor", combine).replace('\n', "\n        "),
+                x_steps = butterfly("x", "rg_shfl_xor", combine, "        "),
             );
         };
         // Hubs: combine the threads' partial results into `acc` of thread 0, which finishes
@@ -808,10 +798,10 @@ impl<'c, 'a> Templates<'c, 'a> {
     {j_loop} acc[j] = acc[j] * share[softmax_col[j]]; }}",
                     share = l.arr("share", lw),
                     mx = l.var_f("mx", "m[c]"),
-                    mx_steps = butterfly("mx", "rg_shfl_xor", &|a, b| format!("rg_max({a}, {b})")).replace('\n', "\n        "),
+                    mx_steps = butterfly("mx", "rg_shfl_xor", &max, "        "),
                     neg = f(NEG_BIG),
                     total = l.var_f("total", "share[c]"),
-                    total_steps = butterfly("total", "rg_shfl_xor", &|a, b| format!("{a} + {b}")).replace('\n', "\n        "),
+                    total_steps = butterfly("total", "rg_shfl_xor", &sum, "        "),
                     j_loop = l.for_("j", "0u", &format!("{width}u")),
                 );
             }
@@ -1022,7 +1012,10 @@ impl<'c, 'a> Templates<'c, 'a> {
 type Combine = dyn Fn(&str, &str) -> String;
 
 /// CUDA: `var = combine(var, <var of lane ^ o>)` for o = 16, 8, 4, 2, 1: every lane of the warp
-/// ends with the combination over all 32 (`shuffle` is `rg_shfl_xor` or `rg_shfl_xor_u`).
-fn butterfly(var: &str, shuffle: &str, combine: &Combine) -> String {
-    [16, 8, 4, 2, 1].iter().map(|o| format!("{var} = {};", combine(var, &format!("{shuffle}({var}, {o}u)")))).collect::<Vec<_>>().join("\n")
+/// ends with the combination over all 32 (`shuffle` is `rg_shfl_xor` or `rg_shfl_xor_u`). Lines
+/// after the first start with `indent`.
+fn butterfly(var: &str, shuffle: &str, combine: &Combine, indent: &str) -> String {
+    let steps: Vec<String> =
+        [16, 8, 4, 2, 1].iter().map(|o| format!("{var} = {};", combine(var, &format!("{shuffle}({var}, {o}u)")))).collect();
+    steps.join(&format!("\n{indent}"))
 }
