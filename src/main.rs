@@ -62,7 +62,7 @@ enum Command {
         backend: Backend,
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Dtype,
-        /// With --dtype f32 on the cuda backend: let GEMMs use TF32 tensor cores (10-bit
+        /// With --dtype f32 on the cuda backend: let GEMMs and pivot attention use TF32 tensor cores (10-bit
         /// mantissa operands, f32 accumulation; like PyTorch's allow_tf32). Other backends ignore it.
         #[arg(long)]
         tf32: bool,
@@ -94,7 +94,7 @@ enum Command {
         /// Storage type of the emitted kernels.
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Dtype,
-        /// With --dtype f32 on the cuda backend: let GEMMs use TF32 tensor cores (10-bit
+        /// With --dtype f32 on the cuda backend: let GEMMs and pivot attention use TF32 tensor cores (10-bit
         /// mantissa operands, f32 accumulation; like PyTorch's allow_tf32). Other backends ignore it.
         #[arg(long)]
         tf32: bool,
@@ -114,7 +114,7 @@ enum Command {
         json: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Dtype,
-        /// With --dtype f32 on the cuda backend: let GEMMs use TF32 tensor cores (10-bit
+        /// With --dtype f32 on the cuda backend: let GEMMs and pivot attention use TF32 tensor cores (10-bit
         /// mantissa operands, f32 accumulation; like PyTorch's allow_tf32). Other backends ignore it.
         #[arg(long)]
         tf32: bool,

@@ -78,6 +78,20 @@ pub fn graph_bytes(n: usize, f: usize, edges: &[(usize, usize, usize)], seed: u6
     serialize(tensors, None).unwrap()
 }
 
+/// A pair graph file: `pair [b, n, n, c]` pseudo-random in ±1 and `node_mask [b, n]` with the last
+/// `padded` nodes of every graph but the first marked as padding.
+pub fn pair_graph_bytes(b: usize, n: usize, c: usize, padded: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Lcg(seed);
+    let pair: Vec<f32> = (0..b * n * n * c).map(|_| rng.signed() as f32).collect();
+    let mask: Vec<u8> = (0..b * n).map(|at| u8::from(at < n || at % n < n - padded)).collect();
+    let pb: Vec<u8> = bytemuck::cast_slice(&pair).to_vec();
+    let tensors = HashMap::from([
+        ("pair".to_string(), TensorView::new(Dtype::F32, vec![b, n, n, c], &pb).unwrap()),
+        ("node_mask".to_string(), TensorView::new(Dtype::U8, vec![b, n], &mask).unwrap()),
+    ]);
+    serialize(tensors, None).unwrap()
+}
+
 /// Random edges over `relations` relations, leaving relation `empty` unused, nodes at and above
 /// `isolated_from` without edges, and node 0 a hub with `hub` extra in-edges.
 pub fn random_edges(
@@ -112,20 +126,26 @@ pub fn random_edges(
 
 /// A model file from a config and named weight shapes, weights pseudo-random in ±1/√fan_in.
 pub fn model_bytes(config: &str, weights: &[(&str, Vec<usize>)], seed: u64) -> Vec<u8> {
+    let scaled: Vec<(&str, Vec<usize>, f64)> = weights.iter().map(|(name, shape)| (*name, shape.clone(), 1.0)).collect();
+    model_bytes_scaled(config, &scaled, seed)
+}
+
+/// As [`model_bytes`], each weight times its own factor.
+pub fn model_bytes_scaled(config: &str, weights: &[(&str, Vec<usize>, f64)], seed: u64) -> Vec<u8> {
     let mut rng = Lcg(seed);
     let data: Vec<Vec<u8>> = weights
         .iter()
-        .map(|(_, shape)| {
-            let fan_in = if shape.len() >= 2 { shape[shape.len() - 2] } else { shape[0] } as f64;
+        .map(|(_, shape, factor)| {
+            let fan_in = if shape.len() >= 2 { shape[shape.len() - 2] } else { shape.first().copied().unwrap_or(1) } as f64;
             let n: usize = shape.iter().product();
-            let v: Vec<f32> = (0..n).map(|_| (rng.signed() / fan_in.sqrt()) as f32).collect();
+            let v: Vec<f32> = (0..n).map(|_| (factor * rng.signed() / fan_in.sqrt()) as f32).collect();
             bytemuck::cast_slice(&v).to_vec()
         })
         .collect();
     let tensors: HashMap<String, TensorView> = weights
         .iter()
         .zip(&data)
-        .map(|((name, shape), d)| (name.to_string(), TensorView::new(Dtype::F32, shape.clone(), d).unwrap()))
+        .map(|((name, shape, _), d)| (name.to_string(), TensorView::new(Dtype::F32, shape.clone(), d).unwrap()))
         .collect();
     serialize(tensors, Some(HashMap::from([("rgnn.config".to_string(), config.to_string())]))).unwrap()
 }

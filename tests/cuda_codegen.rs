@@ -308,3 +308,57 @@ fn tensor_core_gemm_matches_on_every_operand_path() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Pivot attention on tensor cores against the CPU backend: FloydNet blocks with heads of 16 and
+/// 32 channels (f16, bf16: one and two K steps) and of 8 and 16 (tf32), on 37 nodes (three
+/// query tiles and three pivot steps, the last of each partial) with padded nodes in the second
+/// graph, so masked queries, masked pivots and pivots past the last node all occur.
+#[test]
+fn tensor_core_pivot_attention_matches_the_cpu_backend() {
+    let Some(cxx) = host_compiler() else { return };
+    let clang = clang();
+    let dir = std::env::temp_dir().join(format!("rgnn-cuda-pivot-{}", std::process::id()));
+    let mut failures = vec![];
+    // (channels, heads, storage, tf32, tolerance). bf16 rounds P to 8 bits for the P·V product,
+    // which on a softmax this sharp costs about as much again as bf16 storage alone (the SIMT
+    // kernel's error on the bf16 case is 4.6e-3, the tensor cores' 1.1e-2).
+    // The last case has nine query tiles a side: a full run of eight and a partial one.
+    let cases = [
+        (32, 2, 37, DType::F16, false, 1e-2),
+        (64, 2, 37, DType::BF16, false, 2e-2),
+        (16, 2, 37, DType::F32, true, 1e-2),
+        (32, 2, 37, DType::F32, true, 1e-2),
+        (16, 1, 130, DType::F16, false, 1e-2),
+    ];
+    for (i, (c, heads, n, storage, tf32, tolerance)) in cases.into_iter().enumerate() {
+        // No norms and no FFN, and q, k, v eight times the usual scale: the attention term
+        // dominates the output and its softmax is sharp, so the running max moves between steps.
+        let config = format!(
+            r#"{{"format": "rgnn/1", "model": "floyd_c{c}", "layers": [{{"type": "PivotalAttentionBlock", "prefix": "b", "embed_dim": {c}, "num_heads": {heads}, "bias": false, "ffn_expansion_ratio": 4, "norm_position": "pre", "activation_fn": "relu", "norm_fn": "none", "enable_symmetric_mix": true, "enable_ffn": false, "activation": null}}]}}"#
+        );
+        let weights = [("b.c_mix.weight", vec![c, c], 1.0), ("b.c_qkv.weight", vec![5 * c, c], 8.0), ("b.c_proj.weight", vec![c, c], 1.0)];
+        let model = Model::from_bytes("floydnet", model_bytes_scaled(&config, &weights, 11)).unwrap();
+        let graph = Graph::from_bytes("pair graph", pair_graph_bytes(2, n, c, 5, 12)).unwrap();
+        let options = CompileOptions { storage, tf32, ..Default::default() };
+        let what = format!("N={n} C={c} H={heads}, {storage:?}{}", if tf32 { " (tf32)" } else { "" });
+        let generated = rgnn::runtime::emit_cuda(&model, &graph, options, 8).unwrap();
+        let Some(pivot) = generated.dispatches.iter().find(|d| d.label.contains("pivot_attention")) else {
+            failures.push(format!("{what}: no pivot attention"));
+            continue;
+        };
+        if !pivot.label.contains("tensor cores") {
+            failures.push(format!("{what}: pivot attention not on tensor cores ({})", pivot.label));
+        }
+        if let Some(clang) = &clang {
+            std::fs::create_dir_all(&dir).unwrap();
+            match compile(clang, &dir, &format!("pivot-{i}"), &pivot.source) {
+                Ok(ptx) if !ptx.contains("mma.sync.aligned") => failures.push(format!("{what}: no mma.sync in the PTX")),
+                Ok(_) => {}
+                Err(e) => failures.push(format!("{what}: {e}")),
+            }
+        }
+        failures.extend(host_emulation_against_cpu(&what, &model, &graph, options, true, tolerance, &cxx, &dir.join(i.to_string())));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

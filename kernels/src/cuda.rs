@@ -13,8 +13,10 @@
 //! [`CudaOptions::tf32`] allows it; otherwise f32 storage uses the SIMT GEMM, so f32 results stay
 //! within 1e-5. The host emulation runs `mma.sync` too (each thread computing its accumulators
 //! from its warp's published fragments), so the fragment layouts are checked without a GPU; the
-//! tensor-core path has not yet run on one. Its operands come through two shared-memory stages,
-//! A by `cp.async` (a plain copy in the host emulation). Not yet: tensor cores in pivot attention.
+//! tensor-core path has not yet run on one. The GEMM's operands come through two shared-memory
+//! stages, A by `cp.async` (a plain copy in the host emulation). Pivot attention runs on tensor
+//! cores too when its heads fit (see `templates::pivot_fits_tensor_cores`), its P rounded to
+//! the operand type.
 
 use crate::cpu::GraphIndex;
 use crate::gpu::{Binding, Dispatch, Elem};
@@ -28,11 +30,12 @@ use std::fmt::Write;
 pub struct CudaOptions {
     /// Storage type of activations (arithmetic is f32).
     pub storage: DType,
-    /// With f16 / bf16 storage (or f32 with `tf32`), GEMMs on tensor cores (`mma.sync`,
-    /// sm_80+). Off: the SIMT GEMM (any architecture).
+    /// With f16 / bf16 storage (or f32 with `tf32`), GEMMs and pivot attention on tensor cores
+    /// (`mma.sync`, sm_80+). Off: the SIMT kernels (any architecture).
     pub tensor_cores: bool,
-    /// With f32 storage, let GEMMs round their operands to tf32 (10-bit mantissa) for the
-    /// tensor cores, as PyTorch's `allow_tf32`. Off by default: f32 results stay within 1e-5.
+    /// With f32 storage, let GEMMs and pivot attention round their operands to tf32 (10-bit
+    /// mantissa) for the tensor cores, as PyTorch's `allow_tf32`. Off by default: f32 results
+    /// stay within 1e-5.
     pub tf32: bool,
 }
 

@@ -14,7 +14,9 @@
 //!   CUDA a warp each from [`WARP_ITEMS`] in-edges (lanes split the edges, or segments, and merge
 //!   by warp shuffles); a workgroup each from [`HUB_ITEMS`] ("hubs": threads merge through
 //!   workgroup memory).
-//! - **pivot attention**: one thread per (pair, head) with an online softmax over pivots.
+//! - **pivot attention**: one thread per (pair, head) with an online softmax over pivots; in
+//!   CUDA with tensor cores, a block per 16 × 16 query pairs of one head, both score terms and
+//!   both halves of P·V as `mma.sync` products (see [`Templates::pivot_mma`]).
 
 use crate::gpu::{gemm_row_groups, gemm_tiles, grid, ArrayRef, Dispatch, Elem, IndexArray};
 use crate::source::{GenCtx, Lang, Shader, NEG_BIG};
@@ -47,6 +49,24 @@ const HUB_THREADS: usize = 64;
 const HUB_CHUNK: usize = 16;
 /// Widest message a hub workgroup combines (its result row lives in workgroup memory).
 const MAX_HUB_WIDTH: usize = 2048;
+/// Tensor-core pivot attention (CUDA): a block takes this many query rows i × columns k (the
+/// rows of an `mma.sync` tile) and this many pivots per step, with [`PIVOT_WARPS`] warps.
+const PIVOT_TILE: usize = 16;
+const PIVOT_WARPS: usize = 8;
+/// Query-row tiles a run of consecutive tensor-core pivot blocks covers (an L2 swizzle).
+const PIVOT_GROUP: usize = 8;
+// Each warp owns two of the tile's i and two of its k; a thread runs the softmax of one (i, k).
+const _: () = assert!(PIVOT_WARPS * 2 == PIVOT_TILE && PIVOT_WARPS * 32 == PIVOT_TILE * PIVOT_TILE);
+/// Widest head the tensor-core pivot attention takes (its accumulators live in registers).
+const PIVOT_MAX_DIM: usize = 32;
+
+/// Whether pivot attention with heads of `dim` channels runs on tensor cores: the head width
+/// must be a whole number of K steps (16 for f16 / bf16, 8 for tf32) and at most
+/// [`PIVOT_MAX_DIM`]; other widths take the SIMT kernel.
+fn pivot_fits_tensor_cores(storage: DType, dim: usize) -> bool {
+    let k_step = if storage == DType::F32 { 8 } else { 16 };
+    dim.is_multiple_of(k_step) && dim <= PIVOT_MAX_DIM
+}
 /// Threads per workgroup of the row-parallel kernels.
 const ROW_GROUP: usize = 64;
 /// GEMM tile: rows, columns, K step.
@@ -936,6 +956,9 @@ impl<'c, 'a> Templates<'c, 'a> {
     }
 
     fn pivot(&self, k: usize, p: &PivotKernel) -> Result<Dispatch, String> {
+        if self.l == Lang::Cuda && self.ctx.tensor_cores && pivot_fits_tensor_cores(self.ctx.storage, p.shape.dim) {
+            return self.pivot_mma(k, p);
+        }
         let l = self.l;
         let f = |x: f32| l.f(x);
         let (batch, n, _) = self.ctx.g.pair.ok_or_else(|| format!("k{k}: pivot attention needs a pair graph"))?;
@@ -1005,6 +1028,248 @@ impl<'c, 'a> Templates<'c, 'a> {
             e = l.let_("e", "rg_exp(s - new_m)"),
         );
         Ok(self.fin.finish(sh, format!("k{k} pivot_attention"), wg))
+    }
+
+    /// Pivot attention on tensor cores (CUDA, sm_80+; see [`PIVOT_TILE`]). For head h of graph b,
+    /// a block takes 16 query rows i × 16 query columns k and walks the pivots j 16 at a time.
+    /// Both score terms are matrix products: at fixed i, `q_ik · k_ij` is Q_i [k × d] · K1_iᵀ
+    /// [d × j]; at fixed k, `q_ik · k_jk` is Q_k [i × d] · K2_kᵀ. Each of the 8 warps owns two i
+    /// (the first term, and P·V1) and two k (the second term, and P·V2): every operand element is
+    /// read by one warp, straight from global memory into fragments, and reused across the 16
+    /// rows of its product. The two terms meet in shared memory, where a thread per (i, k) runs the
+    /// online softmax and leaves P and its rescale factor for the P·V products; the two halves of
+    /// y meet there again at the end.
+    fn pivot_mma(&self, k: usize, p: &PivotKernel) -> Result<Dispatch, String> {
+        let (batch, n, _) = self.ctx.g.pair.ok_or_else(|| format!("k{k}: pivot attention needs a pair graph"))?;
+        let (heads, d) = (p.shape.heads, p.shape.dim);
+        let tf32 = self.ctx.storage == DType::F32;
+        let (convert, mma, k_step) = match self.ctx.storage {
+            DType::F16 => ("rg_f2h", "rg_mma_f16", 16),
+            DType::BF16 => ("rg_f2b", "rg_mma_bf16", 16),
+            DType::F32 => ("", "rg_mma_tf32", 8),
+        };
+        // P is rounded to the operand type before it is summed, so that y's weights and their
+        // normaliser agree (the P·V products then see P exactly).
+        let round_p = match self.ctx.storage {
+            DType::F16 => "rg_h2f(rg_f2h",
+            DType::BF16 => "rg_b2f(rg_f2b",
+            DType::F32 => "rg_from_bits(rg_f2tf32",
+        };
+        let mut sh = Shader::new(self.ctx, (PIVOT_WARPS * 32, 1));
+        let row_tiles = n.div_ceil(PIVOT_TILE);
+        let tiles = batch * heads * row_tiles * row_tiles;
+        let wg = grid(tiles, self.fin.max_workgroups_per_dim());
+        let out_w = self.ctx.kp.buffer(p.output).width;
+        // Shared layouts (floats): scores / P at [i][k][j], y at [i][k][c]; padded so a warp's
+        // fragment rows, whether they run over i or over k, fall in distinct banks.
+        let (jp, yp) = (PIVOT_TILE + 4, d + 4);
+        let (s_is, y_is) = (PIVOT_TILE * jp + 4, PIVOT_TILE * yp + 4);
+        let s_len = PIVOT_TILE * s_is;
+        let shared = (2 * s_len).max(PIVOT_TILE * y_is);
+        sh.globals.push_str(&format!("__shared__ float sm[{shared}];\n__shared__ float rs[{}];\n", PIVOT_TILE * PIVOT_TILE));
+        // One accessor per operand: element c of head h at pair (b, x, y), 0 outside the graph,
+        // as the tensor cores take it: 16-bit bits (read as stored when the storage type is the
+        // operand type) or f32 (rounded to tf32 at the fragment).
+        let (op_ty, zero) = if tf32 { ("float", "0.0f") } else { ("unsigned short", "0") };
+        let encode = |x: String| if tf32 { x } else { format!("{convert}({x})") };
+        let mut accessors = String::new();
+        for (name, &(buf, col)) in ["q", "k1", "k2", "v1", "v2"].iter().zip(&p.operands) {
+            let w = self.ctx.kp.buffer(buf).width;
+            let at = format!("((b * {n}u + x) * {n}u + y) * {w}u + {col}u + h * {d}u + c");
+            let as_stored = matches!((self.ctx.storage, sh.elem(ArrayRef::Data(buf))), (DType::F16, Elem::F16) | (DType::BF16, Elem::BF16));
+            let value = if as_stored { format!("*{}", sh.ptr(ArrayRef::Data(buf), &at)) } else { encode(sh.ld(ArrayRef::Data(buf), &at)) };
+            let _ = writeln!(
+                accessors,
+                "    auto {name} = [&](unsigned x, unsigned y, unsigned c) -> {op_ty} {{ return x < {n}u && y < {n}u ? {value} : {zero}; }};"
+            );
+        }
+        let mask = sh.ix(IndexArray::PairMask, &format!("b * {n}u + x"));
+        let st =
+            sh.st(ArrayRef::Data(p.output), &format!("row * {out_w}u + h * {d}u + c"), &format!("sm[si * {y_is}u + sk * {yp}u + c] / z"));
+        // Fragments (layouts in the prelude's comments) of a 16-row operand whose element at
+        // (row, kk) is `val(row, kk)` (encoded as the accessors' values), for the K step starting
+        // at `kb`: 16-bit values packed in pairs along K, tf32 singly.
+        let pair = |val: &dyn Fn(&str, &str) -> String, r: &str, kk: &str| {
+            if tf32 {
+                format!("rg_f2tf32({})", val(r, kk))
+            } else {
+                format!("rg_pack2({}, {})", val(r, kk), val(r, &format!("{kk} + 1u")))
+            }
+        };
+        let (lo, hi) = if tf32 { ("t", "t + 4u") } else { ("2u * t", "2u * t + 8u") };
+        let frag_a = |val: &dyn Fn(&str, &str) -> String, kb: &str| -> String {
+            [("g", lo), ("g + 8u", lo), ("g", hi), ("g + 8u", hi)]
+                .iter()
+                .map(|(r, c)| pair(val, r, &format!("{kb} + {c}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // B is K × 8 stored by column: `val(col, kk)`.
+        let frag_b = |val: &dyn Fn(&str, &str) -> String, kb: &str| -> String {
+            [lo, hi].iter().map(|c| pair(val, "g", &format!("{kb} + {c}"))).collect::<Vec<_>>().join(", ")
+        };
+        let mine = "warp * 2u + u";
+        // Q, for the whole walk: rows k at this warp's i (first term), rows i at its k (second).
+        let q_rows_k = frag_a(&|r, c| format!("q(wi, k0 + {r}, {c})"), "kb");
+        let q_rows_i = frag_a(&|r, c| format!("q(i0 + {r}, wk, {c})"), "kb");
+        let k1_frag = frag_b(&|col, c| format!("k1(wi, j0 + jn * 8u + {col}, {c})"), "kb");
+        let k2_frag = frag_b(&|col, c| format!("k2(j0 + jn * 8u + {col}, wk, {c})"), "kb");
+        let v1_frag = frag_b(&|col, j| format!("v1(wi, j0 + {j}, dn * 8u + {col})"), "jb");
+        let v2_frag = frag_b(&|col, j| format!("v2(j0 + {j}, wk, dn * 8u + {col})"), "jb");
+        // P as an A operand: rows k at this warp's i, rows i at its k.
+        let p_rows_k = frag_a(&|r, j| encode(format!("sm[({mine}) * {s_is}u + ({r}) * {jp}u + {j}]")), "jb");
+        let p_rows_i = frag_a(&|r, j| encode(format!("sm[({r}) * {s_is}u + ({mine}) * {jp}u + {j}]")), "jb");
+        let (ks, dn, js) = (d / k_step, d / 8, PIVOT_TILE / k_step);
+        let _ = writeln!(
+            sh.body,
+            "    const unsigned tile = wg_x + wg_y * {gx}u;
+    if (tile >= {tiles}u) {{ return; }}
+    const unsigned h = tile / {rt2}u % {heads}u, b = tile / {rt2h}u;
+    // Consecutive blocks go down {PIVOT_GROUP} query-row tiles before moving to the next column
+    // tile, so blocks running together share their rows' operands and their columns' in L2.
+    const unsigned id = tile % {rt2}u, first = id / {group_len}u * {PIVOT_GROUP}u, local = id % {group_len}u;
+    const unsigned rows = rg_minu({PIVOT_GROUP}u, {row_tiles}u - first);
+    const unsigned i0 = (first + local % rows) * {PIVOT_TILE}u, k0 = local / rows * {PIVOT_TILE}u;
+    const unsigned lane = li & 31u, warp = li >> 5u, g = lane >> 2u, t = lane & 3u;
+{accessors}    auto node_real = [&](unsigned x) -> bool {{ return x < {n}u && {mask} != 0u; }};
+    unsigned qa[2][{ks}][4], qb[2][{ks}][4];
+#pragma unroll
+    for (unsigned u = 0u; u < 2u; u++) {{
+        const unsigned wi = i0 + {mine}, wk = k0 + {mine};
+#pragma unroll
+        for (unsigned s = 0u; s < {ks}u; s++) {{
+            const unsigned kb = s * {k_step}u;
+            const unsigned fa[4] = {{ {q_rows_k} }}, fb[4] = {{ {q_rows_i} }};
+#pragma unroll
+            for (unsigned e = 0u; e < 4u; e++) {{ qa[u][s][e] = fa[e]; qb[u][s][e] = fb[e]; }}
+        }}
+    }}
+    // This thread's softmax row (si, sk), and its running max and sum.
+    const unsigned si = li / {PIVOT_TILE}u, sk = li % {PIVOT_TILE}u;
+    const bool query_real = node_real(i0 + si);
+    float m = {neg_big}, z = 0.0f;
+    float y1[2][{dn}][4] = {{}}, y2[2][{dn}][4] = {{}};
+    for (unsigned j0 = 0u; j0 < {n}u; j0 += {PIVOT_TILE}u) {{
+        unsigned v1f[2][{dn}][{js}][2], v2f[2][{dn}][{js}][2];
+#pragma unroll
+        for (unsigned u = 0u; u < 2u; u++) {{
+            const unsigned wi = i0 + {mine}, wk = k0 + {mine};
+#pragma unroll
+            for (unsigned jn = 0u; jn < {jn}u; jn++) {{
+                float c1[4] = {{}}, c2[4] = {{}};
+#pragma unroll
+                for (unsigned s = 0u; s < {ks}u; s++) {{
+                    const unsigned kb = s * {k_step}u;
+                    const unsigned f1[2] = {{ {k1_frag} }}, f2[2] = {{ {k2_frag} }};
+                    {mma}(c1, qa[u][s], f1);
+                    {mma}(c2, qb[u][s], f2);
+                }}
+#pragma unroll
+                for (unsigned e = 0u; e < 4u; e++) {{
+                    const unsigned r = g + (e >> 1u) * 8u, j = jn * 8u + 2u * t + (e & 1u);
+                    sm[({mine}) * {s_is}u + r * {jp}u + j] = c1[e];
+                    sm[{s_len}u + r * {s_is}u + ({mine}) * {jp}u + j] = c2[e];
+                }}
+            }}
+            // V's fragments now, so that their loads overlap the softmax.
+#pragma unroll
+            for (unsigned dn = 0u; dn < {dn}u; dn++) {{
+#pragma unroll
+                for (unsigned s = 0u; s < {js}u; s++) {{
+                    const unsigned jb = s * {k_step}u;
+                    const unsigned f1[2] = {{ {v1_frag} }}, f2[2] = {{ {v2_frag} }};
+                    v1f[u][dn][s][0] = f1[0]; v1f[u][dn][s][1] = f1[1];
+                    v2f[u][dn][s][0] = f2[0]; v2f[u][dn][s][1] = f2[1];
+                }}
+            }}
+        }}
+        __syncthreads();
+        {{
+            // Online softmax over this step's pivots: P in place of the first term's scores.
+            float sv[{PIVOT_TILE}];
+            float mx = m;
+#pragma unroll
+            for (unsigned j = 0u; j < {PIVOT_TILE}u; j++) {{
+                const unsigned at = si * {s_is}u + sk * {jp}u + j;
+                float s = (sm[at] + sm[{s_len}u + at]) * {scale};
+                if (!(query_real && node_real(j0 + j))) {{ s = {masked}; }}
+                sv[j] = s;
+                if (j0 + j < {n}u) {{ mx = rg_max(mx, s); }}
+            }}
+            const float r = rg_exp(m - mx);
+            float sum = 0.0f;
+#pragma unroll
+            for (unsigned j = 0u; j < {PIVOT_TILE}u; j++) {{
+                const float e = j0 + j < {n}u ? {round_p}(rg_exp(sv[j] - mx))) : 0.0f;
+                sm[si * {s_is}u + sk * {jp}u + j] = e;
+                sum += e;
+            }}
+            z = z * r + sum;
+            m = mx;
+            rs[li] = r;
+        }}
+        __syncthreads();
+#pragma unroll
+        for (unsigned u = 0u; u < 2u; u++) {{
+#pragma unroll
+            for (unsigned e = 0u; e < 4u; e++) {{
+                const unsigned r = g + (e >> 1u) * 8u;
+                const float r1 = rs[({mine}) * {PIVOT_TILE}u + r], r2 = rs[r * {PIVOT_TILE}u + {mine}];
+#pragma unroll
+                for (unsigned dn = 0u; dn < {dn}u; dn++) {{ y1[u][dn][e] *= r1; y2[u][dn][e] *= r2; }}
+            }}
+#pragma unroll
+            for (unsigned s = 0u; s < {js}u; s++) {{
+                const unsigned jb = s * {k_step}u;
+                const unsigned pa[4] = {{ {p_rows_k} }}, pb[4] = {{ {p_rows_i} }};
+#pragma unroll
+                for (unsigned dn = 0u; dn < {dn}u; dn++) {{
+                    {mma}(y1[u][dn], pa, v1f[u][dn][s]);
+                    {mma}(y2[u][dn], pb, v2f[u][dn][s]);
+                }}
+            }}
+        }}
+        __syncthreads();
+    }}
+    // y = (y1 + y2) / z: the first halves into shared memory, the second added, a row per thread.
+#pragma unroll
+    for (unsigned u = 0u; u < 2u; u++) {{
+#pragma unroll
+        for (unsigned dn = 0u; dn < {dn}u; dn++) {{
+#pragma unroll
+            for (unsigned e = 0u; e < 4u; e++) {{
+                const unsigned r = g + (e >> 1u) * 8u, c = dn * 8u + 2u * t + (e & 1u);
+                sm[({mine}) * {y_is}u + r * {yp}u + c] = y1[u][dn][e];
+            }}
+        }}
+    }}
+    __syncthreads();
+#pragma unroll
+    for (unsigned u = 0u; u < 2u; u++) {{
+#pragma unroll
+        for (unsigned dn = 0u; dn < {dn}u; dn++) {{
+#pragma unroll
+            for (unsigned e = 0u; e < 4u; e++) {{
+                const unsigned r = g + (e >> 1u) * 8u, c = dn * 8u + 2u * t + (e & 1u);
+                sm[r * {y_is}u + ({mine}) * {yp}u + c] += y2[u][dn][e];
+            }}
+        }}
+    }}
+    __syncthreads();
+    if (i0 + si < {n}u && k0 + sk < {n}u) {{
+        const unsigned row = (b * {n}u + i0 + si) * {n}u + k0 + sk;
+        for (unsigned c = 0u; c < {d}u; c++) {{ {st} }}
+    }}",
+            gx = wg[0],
+            rt2 = row_tiles * row_tiles,
+            group_len = PIVOT_GROUP * row_tiles,
+            rt2h = row_tiles * row_tiles * heads,
+            neg_big = self.l.f(NEG_BIG),
+            jn = PIVOT_TILE / 8,
+            scale = self.l.f(p.scale),
+            masked = self.l.f(-1e9),
+        );
+        Ok(self.fin.finish(sh, format!("k{k} pivot_attention (tensor cores)"), wg))
     }
 }
 

@@ -157,7 +157,8 @@ impl CudaGpu {
 }
 
 /// The CUDA C a program runs on a graph: lowered for the graph (plan and layouts) and generated
-/// (`tensor_cores`: f16 / bf16 GEMMs, and f32 ones with `options.tf32`, on `mma.sync`).
+/// (`tensor_cores`: f16 / bf16 GEMMs and pivot attention, and f32 ones with `options.tf32`, on
+/// `mma.sync`).
 pub fn generate_cuda(
     program: &Program,
     params: &[Tensor],
@@ -400,8 +401,8 @@ pub mod host_emulation {
     }
 
     /// Run `program` for `graph` through the CUDA C kernels on the host; outputs as the backends
-    /// return them. `tensor_cores`: GEMMs on (emulated) `mma.sync` where the storage type and
-    /// `options.tf32` allow, as the device backend runs them; otherwise the SIMT GEMM.
+    /// return them. `tensor_cores`: GEMMs and pivot attention on (emulated) `mma.sync` where the
+    /// storage type and `options.tf32` allow, as the device backend runs them; otherwise SIMT.
     pub fn run(
         program: &Program,
         params: &[Tensor],
