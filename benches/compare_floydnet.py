@@ -4,11 +4,14 @@
 
     python benches/compare_floydnet.py --model floydnet_n64.model.safetensors \
         --graph floydnet_n64.graph.safetensors [--threads 2] [--reps 3] [--warmup 1] \
-        [--rgnn target/release/rgnn] [--results results.jsonl] [--device cpu|cuda] [--backend cpu|cuda|wgpu]
+        [--rgnn target/release/rgnn] [--results results.jsonl] [--device cpu|cuda] [--backend cpu|cuda|wgpu] \
+        [--dtypes f32,bf16]
 
 `--device cuda` runs the official package on the GPU (synchronised timing, peak device memory from
 torch.cuda.max_memory_allocated, out-of-memory recorded as such); `--backend` picks rgnn's backend
-(default: cuda with --device cuda, else cpu).
+(default: cuda with --device cuda, else cpu). The official package runs once, in f32; rgnn once
+per storage type of `--dtypes` (`tf32`: f32 with `--tf32`; 16-bit and tf32 runs are checked
+against `--tol-low`, 1e-2). Where the official package runs out of memory, rgnn still runs.
 
 The reference runs in a fresh subprocess (this script with --worker) so its memory is its own:
 it builds `PivotalAttentionBlock(**config)` per block under `blocks.<i>`, loads the weights with a
@@ -126,6 +129,9 @@ def main(argv=None):
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the official package runs")
     ap.add_argument("--backend", default=None, choices=["cpu", "cuda", "wgpu"], help="rgnn's backend")
+    ap.add_argument("--dtypes", default="f32",
+                    help="rgnn storage types to run against the one reference run, comma-separated: f32, f16, bf16, tf32")
+    ap.add_argument("--tol-low", type=float, default=1e-2, help="--tol for the 16-bit and tf32 runs")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     ap.add_argument("--worker-json", help=argparse.SUPPRESS)
@@ -135,11 +141,13 @@ def main(argv=None):
         return 0
     backend = args.backend or ("cuda" if args.device == "cuda" else "cpu")
 
-    from compare_pyg import append_result, run_quiet, run_rgnn_bench  # same helpers as the PyG comparison
+    from compare_pyg import append_result, dtype_flags, parse_dtypes, run_quiet, run_rgnn_bench  # shared helpers
+    dtypes = parse_dtypes(args.dtypes)
     import torch
     from safetensors.torch import load_file
 
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    mb = lambda b: f"{b / 2**20:.0f}" if b is not None else "n/a"  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         ref_path, wjson = os.path.join(tmp, "ref.safetensors"), os.path.join(tmp, "worker.json")
         run_quiet([sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model,
@@ -148,46 +156,62 @@ def main(argv=None):
                    "--device", args.device], env)
         with open(wjson) as f:
             w = json.load(f)
-        if w.get("oom"):
-            print(f"| FloydNet | N={w['N']} | official package out of memory on {args.device} |")
-            append_result(args.results, {"model_file": args.model, "N": w["N"], "floydnet": "out of memory", "device": args.device})
-            return 0
-        ref = load_file(ref_path)["out"]
-
-        opath = os.path.join(tmp, "out.safetensors")
-        run_quiet([args.rgnn, "run", "--model", args.model, "--graph", args.graph, "--out", opath,
-                   "--backend", backend], env)
-        got = load_file(opath)["out"]
-        if tuple(got.shape) != tuple(ref.shape):
-            raise SystemExit(f"output shapes differ: rgnn {tuple(got.shape)} vs floydnet {tuple(ref.shape)}")
-        d = (got.double() - ref.double())
-        rel_err = float(d.norm() / ref.double().norm().clamp_min(1e-30))
-        max_abs = float(d.abs().max())
-
-        bench, rgnn_maxrss = run_rgnn_bench(args.rgnn, args.model, args.graph, args.reps,
-                                            os.path.join(tmp, "bench.json"), env, tmp, backend)
-
-    fl_median = statistics.median(w["times"])
-    shape = f"B={w['B']} N={w['N']} C={w['C']} H={w['H']} x{w['blocks']}"
-    row = {
-        "model": "PivotalAttentionBlock", "shape": shape, "N": w["N"], "threads": args.threads,
-        "reps": args.reps, "floydnet_median_s": fl_median, "floydnet_min_s": min(w["times"]),
-        "floydnet_max_s": max(w["times"]), "rgnn_median_s": bench["median_s"], "rgnn_min_s": bench["min_s"],
-        "rgnn_max_s": bench["max_s"], "ratio_floydnet_over_rgnn": fl_median / bench["median_s"],
-        "floydnet_forward_rss_growth_bytes": w["forward_rss_growth_bytes"],
-        "floydnet_process_maxrss_bytes": w["process_maxrss_bytes"],
-        "rgnn_peak_bytes": bench.get("peak_bytes"), "rgnn_process_maxrss_bytes": rgnn_maxrss,
-        "rel_err": rel_err, "max_abs_err": max_abs, "match": rel_err <= args.tol,
-        "device": args.device, "backend": backend, "rgnn_timing": bench.get("timing"),
-        "torch": w["torch"], "model_file": args.model, "graph_file": args.graph,
-    }
-    mb = lambda b: f"{b / 2**20:.0f}" if b is not None else "n/a"  # noqa: E731
-    print("| model | shape | floydnet median s | rgnn median s | floydnet/rgnn | floydnet fwd RSS growth MB | floydnet max RSS MB | rgnn peak_bytes | rgnn max RSS MB | rel err |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| FloydNet | {shape} | {fl_median:.4f} | {bench['median_s']:.4f} | {row['ratio_floydnet_over_rgnn']:.2f} | "
-          f"{mb(w['forward_rss_growth_bytes'])} | {mb(w['process_maxrss_bytes'])} | {bench.get('peak_bytes')} | "
-          f"{mb(rgnn_maxrss)} | {rel_err:.2e}{'' if row['match'] else ' MISMATCH'} |")
-    append_result(args.results, row)
+        # Where the official package runs out of memory, rgnn still runs (timed, not compared).
+        ref = None if w.get("oom") else load_file(ref_path)["out"]
+        fl_median = None if ref is None else statistics.median(w["times"])
+        g = load_file(args.graph)
+        b, n, _, c = g["pair"].shape
+        cfg = read_config(args.model)
+        shape = f"B={b} N={n} C={c} H={cfg['layers'][0]['num_heads']} x{len(cfg['layers'])}"
+        mem = "floydnet peak device MB" if args.device == "cuda" else "floydnet fwd RSS growth MB"
+        print(f"| model | shape | dtype | floydnet median s | rgnn median s | floydnet/rgnn | {mem} | floydnet max RSS MB | rgnn peak_bytes | rgnn max RSS MB | rel err |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for dtype in dtypes:
+            tol = args.tol if dtype == "f32" else args.tol_low
+            opath = os.path.join(tmp, "out.safetensors")
+            try:
+                run_quiet([args.rgnn, "run", "--model", args.model, "--graph", args.graph, "--out", opath,
+                           "--backend", backend] + dtype_flags(dtype), env)
+            except SystemExit as e:
+                if "out of device memory" not in str(e):
+                    raise
+                print(f"| FloydNet | {shape} | {dtype} | {fl_median} | rgnn out of device memory | | | | | | |")
+                append_result(args.results, {"model": "PivotalAttentionBlock", "shape": shape, "N": n, "dtype": dtype,
+                                             "rgnn": "out of memory", "error": str(e)[-2000:], "floydnet_median_s": fl_median,
+                                             "device": args.device, "backend": backend, "model_file": args.model})
+                continue
+            rel_err = max_abs = None
+            if ref is not None:
+                got = load_file(opath)["out"]
+                if tuple(got.shape) != tuple(ref.shape):
+                    raise SystemExit(f"output shapes differ: rgnn {tuple(got.shape)} vs floydnet {tuple(ref.shape)}")
+                d = (got.double() - ref.double())
+                rel_err = float(d.norm() / ref.double().norm().clamp_min(1e-30))
+                max_abs = float(d.abs().max())
+            bench, rgnn_maxrss = run_rgnn_bench(args.rgnn, args.model, args.graph, args.reps,
+                                                os.path.join(tmp, "bench.json"), env, tmp, backend, dtype)
+            ratio = fl_median / bench["median_s"] if ref is not None else None
+            row = {
+                "model": "PivotalAttentionBlock", "shape": shape, "N": n, "dtype": dtype, "threads": args.threads,
+                "reps": args.reps, "floydnet": "out of memory" if ref is None else None,
+                "floydnet_median_s": fl_median, "floydnet_min_s": min(w["times"]) if ref is not None else None,
+                "floydnet_max_s": max(w["times"]) if ref is not None else None, "rgnn_median_s": bench["median_s"],
+                "rgnn_min_s": bench["min_s"], "rgnn_max_s": bench["max_s"], "ratio_floydnet_over_rgnn": ratio,
+                "floydnet_forward_rss_growth_bytes": w.get("forward_rss_growth_bytes"),
+                "floydnet_process_maxrss_bytes": w.get("process_maxrss_bytes"),
+                "rgnn_peak_bytes": bench.get("peak_bytes"), "rgnn_process_maxrss_bytes": rgnn_maxrss,
+                "rel_err": rel_err, "max_abs_err": max_abs, "tol": tol, "match": rel_err is not None and rel_err <= tol,
+                "device": args.device, "backend": backend, "rgnn_timing": bench.get("timing"),
+                "torch": w.get("torch"), "model_file": args.model, "graph_file": args.graph,
+            }
+            if ref is None:
+                print(f"| FloydNet | {shape} | {dtype} | out of memory | {bench['median_s']:.4f} | n/a | out of memory | n/a | "
+                      f"{bench.get('peak_bytes')} | {mb(rgnn_maxrss)} | n/a |")
+            else:
+                print(f"| FloydNet | {shape} | {dtype} | {fl_median:.4f} | {bench['median_s']:.4f} | {ratio:.2f} | "
+                      f"{mb(w['forward_rss_growth_bytes'])} | {mb(w['process_maxrss_bytes'])} | {bench.get('peak_bytes')} | "
+                      f"{mb(rgnn_maxrss)} | {rel_err:.2e}{'' if row['match'] else ' MISMATCH'} |")
+            append_result(args.results, row)
     return 0
 
 

@@ -6,10 +6,12 @@
 #   benches/gpu.sh                 # fixtures on cuda (f32, bf16, f16, tf32), PyG vs rgnn, FloydNet vs official
 #
 # Environment: RGNN (target/release/rgnn), SYNTH (target/release/rgnn-synth), PY (python3 with
-# torch, torch_geometric 2.8 and floydnet), OUT (target/bench-gpu), SHAPES (Hector's eight),
-# FLOYD_N (256 512 1024), REPS (10), SETTINGS ("64:1 128:8": channels:heads).
-# Writes $OUT/fixtures-*.txt, $OUT/pyg.jsonl, $OUT/floydnet.jsonl, $OUT/log.txt and nvidia-smi's
-# report ($OUT/gpu.txt) for docs/BENCHMARKS.md.
+# torch, torch_geometric 2.8 and floydnet), OUT (target/bench-gpu), PHASES ("fixtures pyg
+# floydnet"), SHAPES (Hector's eight), FLOYD_N (256 512 1024), REPS (10), SETTINGS ("64:1 128:8":
+# channels:heads), DTYPES (rgnn's storage types against each reference run: "f32 bf16").
+# Writes $OUT/fixtures-*.txt, $OUT/pyg.jsonl, $OUT/floydnet.jsonl, $OUT/table.md, $OUT/log.txt and
+# nvidia-smi's report ($OUT/gpu.txt) for docs/BENCHMARKS.md. Results append, so the phases (or
+# SHAPES / SETTINGS subsets) can run as separate calls into one OUT.
 set -u
 cd "$(dirname "$0")/.."
 RGNN=${RGNN:-target/release/rgnn}
@@ -20,12 +22,16 @@ SHAPES=${SHAPES:-"aifb mutag bgs am ogbn-mag fb15k-237 ogbl-biokg ogbl-wikikg2"}
 FLOYD_N=${FLOYD_N:-"256 512 1024"}
 REPS=${REPS:-10}
 SETTINGS=${SETTINGS:-"64:1 128:8"}
+PHASES=${PHASES:-"fixtures pyg floydnet"}
+DTYPES=${DTYPES:-"f32 bf16"}
+dtypes=$(echo $DTYPES | tr ' ' ,)
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
-: > "$LOG"
+has() { case " $PHASES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 (nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv) > "$OUT/gpu.txt" 2>&1
 echo "== rgnn $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(head -1 "$OUT/gpu.txt")" | tee -a "$LOG"
 
+if has fixtures; then
 echo "== fixtures on --backend cuda" | tee -a "$LOG"
 for dtype in f32 bf16 f16; do
     "$PY" tools/check_backend.py --backend cuda --dtype "$dtype" --rgnn "$RGNN" > "$OUT/fixtures-$dtype.txt" 2>&1
@@ -33,9 +39,10 @@ for dtype in f32 bf16 f16; do
 done
 "$PY" tools/check_backend.py --backend cuda --dtype f32 --tf32 --rgnn "$RGNN" > "$OUT/fixtures-tf32.txt" 2>&1
 tail -1 "$OUT/fixtures-tf32.txt" | tee -a "$LOG"
+fi
 
-echo "== PyG on cuda vs rgnn cuda" | tee -a "$LOG"
-for setting in $SETTINGS; do
+has pyg && echo "== PyG on cuda vs rgnn cuda ($DTYPES)" | tee -a "$LOG"
+has pyg && for setting in $SETTINGS; do
     ch=${setting%%:*}; heads=${setting##*:}
     data="$OUT/data-$ch-h$heads"
     for s in $SHAPES; do
@@ -45,15 +52,18 @@ for setting in $SETTINGS; do
             [ "$m" = hgt ] && g="$data/$s.hetero.graph.safetensors"
             "$PY" -W ignore benches/compare_pyg.py --device cuda --backend cuda --rgnn "$RGNN" --reps "$REPS" \
                 --model "$data/$s.$m.model.safetensors" --graph "$g" --shape "$s ${ch}x$heads" \
-                --results "$OUT/pyg.jsonl" 2>>"$LOG" | tail -1 | tee -a "$LOG"
+                --dtypes "$dtypes" --results "$OUT/pyg.jsonl" 2>>"$LOG" | tail -n +3 | tee -a "$LOG"
         done
     done
 done
 
-echo "== FloydNet (C=128, H=8) on cuda vs rgnn cuda" | tee -a "$LOG"
-for n in $FLOYD_N; do
+has floydnet && echo "== FloydNet (C=128, H=8) on cuda vs rgnn cuda ($DTYPES)" | tee -a "$LOG"
+has floydnet && for n in $FLOYD_N; do
     "$SYNTH" --floydnet "$n" --channels 128 --heads 8 --batch 1 --out "$OUT/data-floyd" >>"$LOG" 2>&1
     "$PY" -W ignore benches/compare_floydnet.py --device cuda --backend cuda --rgnn "$RGNN" --reps 3 \
         --model "$OUT/data-floyd/floydnet_n$n.model.safetensors" --graph "$OUT/data-floyd/floydnet_n$n.graph.safetensors" \
-        --results "$OUT/floydnet.jsonl" 2>>"$LOG" | tail -1 | tee -a "$LOG"
+        --dtypes "$dtypes" --results "$OUT/floydnet.jsonl" 2>>"$LOG" | tail -n +3 | tee -a "$LOG"
 done
+
+results=$(ls "$OUT"/pyg.jsonl "$OUT"/floydnet.jsonl 2>/dev/null)
+[ -n "$results" ] && "$PY" benches/results_table.py $results > "$OUT/table.md" && cat "$OUT/table.md"

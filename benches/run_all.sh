@@ -73,24 +73,6 @@ for n in $FLOYD_N; do
     [ "$st" -ne 0 ] && note_failure "PivotalAttentionBlock" "N=$n" "exit status $st (124 = timeout after ${CASE_TIMEOUT}s)"
 done
 
-"$PY" - "$RESULTS" > "$OUT/table.md" <<'EOF'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-mb = lambda b: "n/a" if b is None else f"{b / 2**20:.0f}"
-print("| model | shape | nodes | edges | reference | ref median s | rgnn median s | ref/rgnn | rgnn peak_bytes | rgnn max RSS MB | ref fwd RSS growth MB | rel err |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-for r in rows:
-    if "failed" in r:
-        print(f"| {r['model']} | {r['shape']} | | | | | | | | | | failed: {r['failed']} |")
-        continue
-    if "floydnet_median_s" in r:
-        print(f"| FloydNet 4 blocks | {r['shape']} | | | floydnet | {r['floydnet_median_s']:.4f} | {r['rgnn_median_s']:.4f} | "
-              f"{r['ratio_floydnet_over_rgnn']:.2f} | {r['rgnn_peak_bytes']} | {mb(r['rgnn_process_maxrss_bytes'])} | "
-              f"{mb(r['floydnet_forward_rss_growth_bytes'])} | {r['rel_err']:.1e}{'' if r['match'] else ' MISMATCH'} |")
-    else:
-        print(f"| {r['model']} | {r['shape']} | {r['nodes']:,} | {r['edges']:,} | PyG | {r['pyg_median_s']:.4f} | {r['rgnn_median_s']:.4f} | "
-              f"{r['ratio_pyg_over_rgnn']:.2f} | {r['rgnn_peak_bytes']} | {mb(r['rgnn_process_maxrss_bytes'])} | "
-              f"{mb(r['pyg_forward_rss_growth_bytes'])} | {r['rel_err']:.1e}{'' if r['match'] else ' MISMATCH'} |")
-EOF
+"$PY" benches/results_table.py "$RESULTS" > "$OUT/table.md"
 echo "== table ($OUT/table.md)"
 cat "$OUT/table.md"
