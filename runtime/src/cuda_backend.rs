@@ -108,14 +108,19 @@ pub fn ptx_cache_key(source: &str, arch: &str) -> u64 {
     stable_hash(&[source.as_bytes(), arch.as_bytes(), env!("CARGO_PKG_VERSION").as_bytes()])
 }
 
+/// NVRTC's options: the architecture, and the language standard spelled out (the generated
+/// kernels use C++11 lambdas; NVRTC's default standard differs between CUDA releases).
+fn nvrtc_options(arch: &str) -> cudarc::nvrtc::CompileOptions {
+    cudarc::nvrtc::CompileOptions { options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()], ..Default::default() }
+}
+
 /// PTX of a CUDA C source for an architecture (`sm_80`, ...), by NVRTC; needs only libnvrtc.
 pub fn compile_ptx(source: &str, arch: &str) -> Result<String> {
     // SAFETY: only probes whether the library can be loaded.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(unavailable("NVRTC (libnvrtc, part of the CUDA toolkit) was not found"));
     }
-    let opts = cudarc::nvrtc::CompileOptions { options: vec![format!("--gpu-architecture={arch}")], ..Default::default() };
-    cudarc::nvrtc::compile_ptx_with_opts(source, opts)
+    cudarc::nvrtc::compile_ptx_with_opts(source, nvrtc_options(arch))
         .map(|p| p.to_src())
         .map_err(|e| RuntimeError::Device { backend: NAME.into(), message: format!("NVRTC: {e}") })
 }
@@ -136,8 +141,7 @@ impl CudaGpu {
         let ptx = match cached.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
             Some(text) => cudarc::nvrtc::Ptx::from_src(text),
             None => {
-                let opts = cudarc::nvrtc::CompileOptions { options: vec![format!("--gpu-architecture={arch}")], ..Default::default() };
-                let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, opts).map_err(|e| RuntimeError::Device {
+                let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, nvrtc_options(&arch)).map_err(|e| RuntimeError::Device {
                     backend: NAME.into(),
                     message: format!("NVRTC failed on kernel `{label}`: {e}"),
                 })?;
