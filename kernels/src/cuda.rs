@@ -15,8 +15,9 @@
 //! from its warp's published fragments), so the fragment layouts are checked without a GPU; the
 //! tensor-core path has not yet run on one. The GEMM's operands come through two shared-memory
 //! stages, A by `cp.async` (a plain copy in the host emulation). Pivot attention runs on tensor
-//! cores too when its heads fit (see `templates::pivot_fits_tensor_cores`), its P rounded to
-//! the operand type.
+//! cores too when its heads fit (see `templates::pivot_tensor_cores`), its P rounded to the
+//! operand type; with f32 storage and tf32 not allowed it runs as split tf32 (`rg_mma_tf32x3`:
+//! three tf32 products per tile), which keeps f32 accuracy.
 
 use crate::cpu::GraphIndex;
 use crate::gpu::{Binding, Dispatch, Elem};
@@ -31,7 +32,8 @@ pub struct CudaOptions {
     /// Storage type of activations (arithmetic is f32).
     pub storage: DType,
     /// With f16 / bf16 storage (or f32 with `tf32`), GEMMs and pivot attention on tensor cores
-    /// (`mma.sync`, sm_80+). Off: the SIMT kernels (any architecture).
+    /// (`mma.sync`, sm_80+); with f32 storage otherwise, pivot attention as split tf32. Off: the
+    /// SIMT kernels (any architecture).
     pub tensor_cores: bool,
     /// With f32 storage, let GEMMs and pivot attention round their operands to tf32 (10-bit
     /// mantissa) for the tensor cores, as PyTorch's `allow_tf32`. Off by default: f32 results
@@ -61,7 +63,8 @@ pub const ENTRY: &str = "rgnn_kernel";
 pub fn generate(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphIndex, opts: &CudaOptions) -> Result<CudaProgram, String> {
     let scratch_elems = scratch_sizes(kp, param_shapes, g);
     let tensor_cores = opts.tensor_cores && (matches!(opts.storage, DType::F16 | DType::BF16) || opts.tf32);
-    let ctx = GenCtx { lang: Lang::Cuda, kp, param_shapes, g, storage: opts.storage, scratch_elems, tensor_cores };
+    let split_tf32 = opts.tensor_cores && opts.storage == DType::F32 && !opts.tf32;
+    let ctx = GenCtx { lang: Lang::Cuda, kp, param_shapes, g, storage: opts.storage, scratch_elems, tensor_cores, split_tf32 };
     let dispatches = crate::templates::generate(&ctx, &CudaFinish)?;
     Ok(CudaProgram { dispatches, scratch_elems })
 }
@@ -268,6 +271,23 @@ RG_FN unsigned rg_f2tf32(float f) {
     return (u & 0x7f800000u) == 0x7f800000u ? u : (u + 0x1000u) & 0xffffe000u;
 }
 #endif
+// Split tf32 ("3xTF32"): operands given as whole f32 bits, each split into a tf32 value and the
+// tf32 of its remainder; D += Al·Bh + Ah·Bl + Ah·Bh (the small terms first). Only Al·Bl, about
+// 2^-22 of the product, is dropped, so the result keeps f32 accuracy at three tf32 products.
+RG_FN void rg_mma_tf32x3(float* d, const unsigned* a, const unsigned* b) {
+    unsigned ah[4], al[4], bh[2], bl[2];
+    for (int i = 0; i < 4; i++) {
+        ah[i] = rg_f2tf32(rg_from_bits(a[i]));
+        al[i] = rg_f2tf32(rg_from_bits(a[i]) - rg_from_bits(ah[i]));
+    }
+    for (int i = 0; i < 2; i++) {
+        bh[i] = rg_f2tf32(rg_from_bits(b[i]));
+        bl[i] = rg_f2tf32(rg_from_bits(b[i]) - rg_from_bits(bh[i]));
+    }
+    rg_mma_tf32(d, al, bh);
+    rg_mma_tf32(d, ah, bl);
+    rg_mma_tf32(d, ah, bh);
+}
 "#;
 
 /// A dispatch's kernel as a host C++ translation unit (for testing the generated code on

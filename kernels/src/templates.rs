@@ -57,15 +57,36 @@ const PIVOT_WARPS: usize = 8;
 const PIVOT_GROUP: usize = 8;
 // Each warp owns two of the tile's i and two of its k; a thread runs the softmax of one (i, k).
 const _: () = assert!(PIVOT_WARPS * 2 == PIVOT_TILE && PIVOT_WARPS * 32 == PIVOT_TILE * PIVOT_TILE);
-/// Widest head the tensor-core pivot attention takes (its accumulators live in registers).
+/// Widest head the tensor-core pivot attention takes (its accumulators live in registers); with
+/// split tf32, whose fragments are split again at every product, half as wide.
 const PIVOT_MAX_DIM: usize = 32;
+const PIVOT_MAX_DIM_SPLIT: usize = 16;
 
-/// Whether pivot attention with heads of `dim` channels runs on tensor cores: the head width
-/// must be a whole number of K steps (16 for f16 / bf16, 8 for tf32) and at most
-/// [`PIVOT_MAX_DIM`]; other widths take the SIMT kernel.
-fn pivot_fits_tensor_cores(storage: DType, dim: usize) -> bool {
-    let k_step = if storage == DType::F32 { 8 } else { 16 };
-    dim.is_multiple_of(k_step) && dim <= PIVOT_MAX_DIM
+/// How pivot attention uses tensor cores.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PivotMma {
+    /// One product per tile in the operand type (f16, bf16, or tf32 when allowed).
+    Single,
+    /// f32 storage without tf32: every product as three tf32 products, hi·hi + hi·lo + lo·hi
+    /// (each operand split into a tf32 value and a tf32 remainder), which keeps f32 accuracy.
+    SplitTf32,
+}
+
+/// Whether, and how, pivot attention with heads of `dim` channels runs on tensor cores: the head
+/// width must be a whole number of K steps (16 for f16 / bf16, 8 for tf32) and at most
+/// [`PIVOT_MAX_DIM`] ([`PIVOT_MAX_DIM_SPLIT`] split); other widths take the SIMT kernel.
+fn pivot_tensor_cores(ctx: &GenCtx, dim: usize) -> Option<PivotMma> {
+    let k_step = if ctx.storage == DType::F32 { 8 } else { 16 };
+    if ctx.lang != Lang::Cuda || !dim.is_multiple_of(k_step) {
+        return None;
+    }
+    if ctx.tensor_cores && dim <= PIVOT_MAX_DIM {
+        Some(PivotMma::Single)
+    } else if ctx.split_tf32 && dim <= PIVOT_MAX_DIM_SPLIT {
+        Some(PivotMma::SplitTf32)
+    } else {
+        None
+    }
 }
 /// Threads per workgroup of the row-parallel kernels.
 const ROW_GROUP: usize = 64;
@@ -956,8 +977,8 @@ impl<'c, 'a> Templates<'c, 'a> {
     }
 
     fn pivot(&self, k: usize, p: &PivotKernel) -> Result<Dispatch, String> {
-        if self.l == Lang::Cuda && self.ctx.tensor_cores && pivot_fits_tensor_cores(self.ctx.storage, p.shape.dim) {
-            return self.pivot_mma(k, p);
+        if let Some(mode) = pivot_tensor_cores(self.ctx, p.shape.dim) {
+            return self.pivot_mma(k, p, mode);
         }
         let l = self.l;
         let f = |x: f32| l.f(x);
@@ -1039,22 +1060,26 @@ impl<'c, 'a> Templates<'c, 'a> {
     /// rows of its product. The two terms meet in shared memory, where a thread per (i, k) runs the
     /// online softmax and leaves P and its rescale factor for the P·V products; the two halves of
     /// y meet there again at the end.
-    fn pivot_mma(&self, k: usize, p: &PivotKernel) -> Result<Dispatch, String> {
+    fn pivot_mma(&self, k: usize, p: &PivotKernel, mode: PivotMma) -> Result<Dispatch, String> {
         let (batch, n, _) = self.ctx.g.pair.ok_or_else(|| format!("k{k}: pivot attention needs a pair graph"))?;
         let (heads, d) = (p.shape.heads, p.shape.dim);
         let tf32 = self.ctx.storage == DType::F32;
+        let split = mode == PivotMma::SplitTf32;
         let (convert, mma, k_step) = match self.ctx.storage {
             DType::F16 => ("rg_f2h", "rg_mma_f16", 16),
             DType::BF16 => ("rg_f2b", "rg_mma_bf16", 16),
+            DType::F32 if split => ("", "rg_mma_tf32x3", 8),
             DType::F32 => ("", "rg_mma_tf32", 8),
         };
         // P is rounded to the operand type before it is summed, so that y's weights and their
-        // normaliser agree (the P·V products then see P exactly).
-        let round_p = match self.ctx.storage {
-            DType::F16 => "rg_h2f(rg_f2h",
-            DType::BF16 => "rg_b2f(rg_f2b",
-            DType::F32 => "rg_from_bits(rg_f2tf32",
+        // normaliser agree (the P·V products then see P exactly); split tf32 keeps it whole.
+        let round_p = |x: &str| match self.ctx.storage {
+            DType::F16 => format!("rg_h2f(rg_f2h({x}))"),
+            DType::BF16 => format!("rg_b2f(rg_f2b({x}))"),
+            DType::F32 if split => x.to_string(),
+            DType::F32 => format!("rg_from_bits(rg_f2tf32({x}))"),
         };
+        let p_value = round_p("rg_exp(sv[j] - mx)");
         let mut sh = Shader::new(self.ctx, (PIVOT_WARPS * 32, 1));
         let row_tiles = n.div_ceil(PIVOT_TILE);
         let tiles = batch * heads * row_tiles * row_tiles;
@@ -1090,7 +1115,10 @@ impl<'c, 'a> Templates<'c, 'a> {
         // (row, kk) is `val(row, kk)` (encoded as the accessors' values), for the K step starting
         // at `kb`: 16-bit values packed in pairs along K, tf32 singly.
         let pair = |val: &dyn Fn(&str, &str) -> String, r: &str, kk: &str| {
-            if tf32 {
+            if split {
+                // Whole f32 bits: rg_mma_tf32x3 splits them.
+                format!("rg_to_bits({})", val(r, kk))
+            } else if tf32 {
                 format!("rg_f2tf32({})", val(r, kk))
             } else {
                 format!("rg_pack2({}, {})", val(r, kk), val(r, &format!("{kk} + 1u")))
@@ -1200,7 +1228,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             float sum = 0.0f;
 #pragma unroll
             for (unsigned j = 0u; j < {PIVOT_TILE}u; j++) {{
-                const float e = j0 + j < {n}u ? {round_p}(rg_exp(sv[j] - mx))) : 0.0f;
+                const float e = j0 + j < {n}u ? {p_value} : 0.0f;
                 sm[si * {s_is}u + sk * {jp}u + j] = e;
                 sum += e;
             }}
@@ -1269,7 +1297,8 @@ impl<'c, 'a> Templates<'c, 'a> {
             scale = self.l.f(p.scale),
             masked = self.l.f(-1e9),
         );
-        Ok(self.fin.finish(sh, format!("k{k} pivot_attention (tensor cores)"), wg))
+        let label = if split { "tensor cores, split tf32" } else { "tensor cores" };
+        Ok(self.fin.finish(sh, format!("k{k} pivot_attention ({label})"), wg))
     }
 }
 
