@@ -10,14 +10,14 @@
 //!
 //! GEMMs run on tensor cores ([`CudaOptions::tensor_cores`], f32 accumulation):
 //! `mma.sync.m16n8k16` with f16 / bf16 storage, `mma.sync.m16n8k8` on tf32 with f32 storage when
-//! [`CudaOptions::tf32`] allows it; otherwise f32 storage uses the SIMT GEMM, so f32 results stay
-//! within 1e-5. The host emulation runs `mma.sync` too (each thread computing its accumulators
+//! [`CudaOptions::tf32`] allows it; otherwise f32 storage runs them as split tf32
+//! (`rg_mma_tf32x3`, three tf32 products per tile), so f32 results stay within 1e-5. The host emulation runs `mma.sync` too (each thread computing its accumulators
 //! from its warp's published fragments), so the fragment layouts are checked without a GPU; the
 //! tensor-core path has not yet run on one. The GEMM's operands come through two shared-memory
 //! stages, A by `cp.async` (a plain copy in the host emulation). Pivot attention runs on tensor
 //! cores too when its heads fit (see `templates::pivot_tensor_cores`), its P rounded to the
 //! operand type; with f32 storage and tf32 not allowed it runs as split tf32 (`rg_mma_tf32x3`:
-//! three tf32 products per tile), which keeps f32 accuracy.
+//! three tf32 products per tile), which keeps f32 accuracy, as do the GEMMs.
 
 use crate::cpu::GraphIndex;
 use crate::gpu::{Binding, Dispatch, Elem};
@@ -32,8 +32,8 @@ pub struct CudaOptions {
     /// Storage type of activations (arithmetic is f32).
     pub storage: DType,
     /// With f16 / bf16 storage (or f32 with `tf32`), GEMMs and pivot attention on tensor cores
-    /// (`mma.sync`, sm_80+); with f32 storage otherwise, pivot attention as split tf32. Off: the
-    /// SIMT kernels (any architecture).
+    /// (`mma.sync`, sm_80+); with f32 storage otherwise, both as split tf32. Off: the SIMT
+    /// kernels (any architecture).
     pub tensor_cores: bool,
     /// With f32 storage, let GEMMs and pivot attention round their operands to tf32 (10-bit
     /// mantissa) for the tensor cores, as PyTorch's `allow_tf32`. Off by default: f32 results

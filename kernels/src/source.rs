@@ -132,8 +132,8 @@ pub struct GenCtx<'a> {
     /// CUDA with f16 / bf16 storage (or f32 with tf32 allowed): GEMMs and pivot attention on
     /// tensor cores (`mma.sync`) in the operand type.
     pub tensor_cores: bool,
-    /// CUDA with f32 storage, tf32 not allowed, on a device with tensor cores: pivot attention
-    /// on tensor cores as split tf32 (three products per tile, f32 accuracy).
+    /// CUDA with f32 storage, tf32 not allowed, on a device with tensor cores: GEMMs and pivot
+    /// attention on tensor cores as split tf32 (three products per tile, f32 accuracy).
     pub split_tf32: bool,
 }
 

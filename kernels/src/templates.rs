@@ -6,7 +6,8 @@
 //!   through workgroup memory in K steps of 16; rows of one weight type per tile (a per-kernel
 //!   table), so per-relation weights need no sorting at run time. In CUDA on sm_80+ the tiles run
 //!   on tensor cores (`mma.sync`) with two shared-memory stages, the next K step's rows arriving by
-//!   `cp.async` during the current one's multiply. A non-trivial input program
+//!   `cp.async` during the current one's multiply (plain f32: split tf32, three products per
+//!   tile, f32 accuracy). A non-trivial input program
 //!   runs first as a row pass into scratch; a non-trivial epilogue runs after as a row pass.
 //! - **traversal**: destination-parallel over relation-sorted CSR segments, with an online
 //!   max-subtracted softmax (or the two-pass form), sum / mean / max, per-relation segments, no
@@ -213,7 +214,9 @@ impl<'c, 'a> Templates<'c, 'a> {
 
         let tiling = GemmTiling { a_array, a_at, c_array, row_list, tiles, col_tiles, grid_x: tile_grid[0] };
         let (sh, label) = if self.ctx.tensor_cores {
-            (self.gemm_mma(gk, tiling), format!("k{k} gemm (tensor cores)"))
+            (self.gemm_mma(gk, tiling, false), format!("k{k} gemm (tensor cores)"))
+        } else if self.ctx.split_tf32 {
+            (self.gemm_mma(gk, tiling, true), format!("k{k} gemm (tensor cores, split tf32)"))
         } else {
             (self.gemm_simt(gk, tiling), format!("k{k} gemm"))
         };
@@ -261,7 +264,8 @@ impl<'c, 'a> Templates<'c, 'a> {
 
     /// CUDA tensor cores: 64×64 output tiles per block of 4 warps, each warp 32×32 as 2×4 tiles
     /// of 16×8 with f32 accumulators: `mma.sync.m16n8k16` on f16 / bf16 storage, two
-    /// `mma.sync.m16n8k8` on tf32 for f32 storage.
+    /// `mma.sync.m16n8k8` on tf32 for f32 storage; with `split`, each of those as three tf32
+    /// products of the operands' tf32 values and remainders (f32 accuracy).
     ///
     /// Two shared-memory stages: while the warps multiply one K step, the next one's A rows
     /// arrive by `cp.async` (copied as stored, converted when the fragments are read; plain
@@ -269,18 +273,20 @@ impl<'c, 'a> Templates<'c, 'a> {
     /// converted and stored after the multiply; one barrier per K step. B is kept transposed so
     /// each lane's k values are adjacent; row pitches are padded so the fragment reads of a warp
     /// hit 32 different banks.
-    fn gemm_mma(&self, gk: &GemmKernel, tiling: GemmTiling) -> Shader<'c, 'a> {
+    fn gemm_mma(&self, gk: &GemmKernel, tiling: GemmTiling, split: bool) -> Shader<'c, 'a> {
         let GemmTiling { a_array, a_at, c_array, row_list, tiles, col_tiles, grid_x } = tiling;
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
         let (in_w, out_w) = (blocks * bin, blocks * bout);
         let mut sh = Shader::new(self.ctx, (128, 1));
         // The operand type in shared memory and the conversion to it: 16-bit values (f16 / bf16
-        // storage) or tf32 bit patterns (f32 storage with tf32 allowed).
+        // storage), tf32 bit patterns (f32 storage with tf32 allowed), or whole f32 bits that
+        // `rg_mma_tf32x3` splits (`split`: f32 storage, tf32 not allowed).
         let tf32 = self.ctx.storage == DType::F32;
         let (op_ty, convert, mma) = match self.ctx.storage {
             DType::F16 => ("unsigned short", "rg_f2h", "rg_mma_f16"),
             DType::BF16 => ("unsigned short", "rg_f2b", "rg_mma_bf16"),
+            DType::F32 if split => ("unsigned", "rg_to_bits", "rg_mma_tf32x3"),
             DType::F32 => ("unsigned", "rg_f2tf32", "rg_mma_tf32"),
         };
         // A by cp.async in the largest copy its alignment allows (16 or 4 bytes; A's rows are
@@ -302,7 +308,8 @@ impl<'c, 'a> Templates<'c, 'a> {
         let a_at_k = |k: &str| -> String {
             let at = |x: &str| format!("sa[cur][{x}]");
             match (tf32, a_ty) {
-                (true, _) => format!("rg_f2tf32({})", at(k)),
+                (true, "float") => format!("{convert}({})", at(k)),
+                (true, _) => at(k),
                 (false, "float") => format!("rg_pack2({convert}({}), {convert}({}))", at(k), at(&format!("{k} + 1u"))),
                 (false, _) => format!("*(const unsigned*)&{}", at(k)),
             }

@@ -161,8 +161,8 @@ impl CudaGpu {
 }
 
 /// The CUDA C a program runs on a graph: lowered for the graph (plan and layouts) and generated
-/// (`tensor_cores`: f16 / bf16 GEMMs and pivot attention, and f32 ones with `options.tf32`, on
-/// `mma.sync`).
+/// (`tensor_cores`: GEMMs and pivot attention on `mma.sync`, in the operand type for f16 / bf16
+/// and for f32 with `options.tf32`, as split tf32 for plain f32).
 pub fn generate_cuda(
     program: &Program,
     params: &[Tensor],
@@ -241,8 +241,9 @@ impl Backend for CudaBackend {
     ) -> Result<Box<dyn Executable>> {
         let gpu = &self.gpu;
         crate::interpreter::check_relations(program, &params, &graph)?;
-        // mma.sync with bf16 / tf32 operands needs sm_80; older GPUs get the SIMT GEMM.
-        let tensor_cores = gpu.arch.0 >= 8;
+        // mma.sync with bf16 / tf32 operands needs sm_80; older GPUs get the SIMT kernels, as
+        // does RGNN_CUDA_TENSOR_CORES=0 (to compare the two on one device).
+        let tensor_cores = gpu.arch.0 >= 8 && std::env::var("RGNN_CUDA_TENSOR_CORES").map_or(true, |v| v != "0");
         let (plan, layout, generated) = generate_cuda(program, &params, &graph, options, tensor_cores)?;
         let index = graph_index(&graph, &layout);
         let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
@@ -405,8 +406,8 @@ pub mod host_emulation {
     }
 
     /// Run `program` for `graph` through the CUDA C kernels on the host; outputs as the backends
-    /// return them. `tensor_cores`: GEMMs and pivot attention on (emulated) `mma.sync` where the
-    /// storage type and `options.tf32` allow, as the device backend runs them; otherwise SIMT.
+    /// return them. `tensor_cores`: GEMMs and pivot attention on (emulated) `mma.sync` as the
+    /// device backend runs them on sm_80+; otherwise SIMT.
     pub fn run(
         program: &Program,
         params: &[Tensor],
