@@ -8,9 +8,10 @@
 # Environment: RGNN (target/release/rgnn), SYNTH (target/release/rgnn-synth), PY (python3 with
 # torch, torch_geometric 2.8 and floydnet), OUT (target/bench-gpu), PHASES ("fixtures pyg
 # floydnet"), SHAPES (Hector's eight), FLOYD_N (256 512 1024), REPS (10), SETTINGS ("64:1 128:8":
-# channels:heads), DTYPES (rgnn's storage types against each reference run: "f32 bf16").
-# Writes $OUT/fixtures-*.txt, $OUT/pyg.jsonl, $OUT/floydnet.jsonl, $OUT/table.md, $OUT/log.txt and
-# nvidia-smi's report ($OUT/gpu.txt) for docs/BENCHMARKS.md. Results append, so the phases (or
+# channels:heads), DTYPES (rgnn's storage types against each reference run: "f32 tf32 bf16").
+# Writes $OUT/fixtures-*.txt, $OUT/ptxas.txt (registers / spills per kernel), $OUT/pyg.jsonl,
+# $OUT/floydnet.jsonl, $OUT/table.md, $OUT/log.txt and nvidia-smi's report ($OUT/gpu.txt) for
+# docs/BENCHMARKS.md. Results append, so the phases (or
 # SHAPES / SETTINGS subsets) can run as separate calls into one OUT.
 set -u
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ FLOYD_N=${FLOYD_N:-"256 512 1024"}
 REPS=${REPS:-10}
 SETTINGS=${SETTINGS:-"64:1 128:8"}
 PHASES=${PHASES:-"fixtures pyg floydnet"}
-DTYPES=${DTYPES:-"f32 bf16"}
+DTYPES=${DTYPES:-"f32 tf32 bf16"}
 dtypes=$(echo $DTYPES | tr ' ' ,)
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
@@ -39,6 +40,28 @@ for dtype in f32 bf16 f16; do
 done
 "$PY" tools/check_backend.py --backend cuda --dtype f32 --tf32 --rgnn "$RGNN" > "$OUT/fixtures-tf32.txt" 2>&1
 tail -1 "$OUT/fixtures-tf32.txt" | tee -a "$LOG"
+# The SIMT kernels too (f32 otherwise runs GEMMs and pivot attention as split tf32 on sm_80+).
+RGNN_CUDA_TENSOR_CORES=0 "$PY" tools/check_backend.py --backend cuda --dtype f32 --rgnn "$RGNN" > "$OUT/fixtures-f32-simt.txt" 2>&1
+tail -1 "$OUT/fixtures-f32-simt.txt" | tee -a "$LOG"
+# Registers and spills of every kernel of a FloydNet block and an RGAT layer, per storage type.
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+"$SYNTH" --floydnet 64 --channels 128 --heads 8 --batch 1 --out "$OUT/data-ptxas" >>"$LOG" 2>&1
+"$SYNTH" --shape aifb --features 128 --out-channels 128 --heads 8 --out "$OUT/data-ptxas" >>"$LOG" 2>&1
+: > "$OUT/ptxas.txt"
+for dtype in f32 bf16; do
+    for case in "floydnet_n64.model floydnet_n64.graph" "aifb.rgat.model aifb.graph"; do
+        set -- $case
+        "$RGNN" inspect --model "$OUT/data-ptxas/$1.safetensors" --graph "$OUT/data-ptxas/$2.safetensors" \
+            --emit ptx --arch "sm_$arch" --dtype "$dtype" > "$OUT/data-ptxas/all.ptx" 2>>"$LOG"
+        awk -v dir="$OUT/data-ptxas" '/^\/\/ ==== /{n++; f=sprintf("%s/k%03d.ptx", dir, n); print > (f ".label"); next} {print > f}' "$OUT/data-ptxas/all.ptx"
+        for f in "$OUT"/data-ptxas/k*.ptx; do
+            echo "== $1 $dtype: $(cat "$f.label")" >> "$OUT/ptxas.txt"
+            ptxas -v --gpu-name "sm_$arch" -o /dev/null "$f" 2>&1 | grep -E "registers|spill|bytes stack" >> "$OUT/ptxas.txt"
+        done
+        rm -f "$OUT"/data-ptxas/k*.ptx "$OUT"/data-ptxas/k*.ptx.label
+    done
+done
+echo "kernels with spills: $(grep -cE "[1-9][0-9]* bytes spill" "$OUT/ptxas.txt") (details in ptxas.txt)" | tee -a "$LOG"
 fi
 
 has pyg && echo "== PyG on cuda vs rgnn cuda ($DTYPES)" | tee -a "$LOG"
