@@ -274,6 +274,9 @@ RG_FN unsigned rg_f2tf32(float f) {
 // Split tf32 ("3xTF32"): operands given as whole f32 bits, each split into a tf32 value and the
 // tf32 of its remainder; D += Al·Bh + Ah·Bl + Ah·Bh (the small terms first). Only Al·Bl, about
 // 2^-22 of the product, is dropped, so the result keeps f32 accuracy at three tf32 products.
+// The three products go into a fresh accumulator added to D by ordinary (round-to-nearest) f32
+// adds: tensor cores have been measured to truncate their additions (round toward zero), which
+// over a long running sum would bias it by up to an ulp per step; here they round 8-term partials.
 RG_FN void rg_mma_tf32x3(float* d, const unsigned* a, const unsigned* b) {
     unsigned ah[4], al[4], bh[2], bl[2];
     for (int i = 0; i < 4; i++) {
@@ -284,9 +287,11 @@ RG_FN void rg_mma_tf32x3(float* d, const unsigned* a, const unsigned* b) {
         bh[i] = rg_f2tf32(rg_from_bits(b[i]));
         bl[i] = rg_f2tf32(rg_from_bits(b[i]) - rg_from_bits(bh[i]));
     }
-    rg_mma_tf32(d, al, bh);
-    rg_mma_tf32(d, ah, bl);
-    rg_mma_tf32(d, ah, bh);
+    float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    rg_mma_tf32(t, al, bh);
+    rg_mma_tf32(t, ah, bl);
+    rg_mma_tf32(t, ah, bh);
+    for (int i = 0; i < 4; i++) d[i] += t[i];
 }
 "#;
 
