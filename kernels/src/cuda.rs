@@ -206,12 +206,14 @@ RG_FN float rg_b2f(unsigned short b) { return rg_from_bits(((unsigned)b) << 16);
 RG_FN unsigned short rg_f2b(float f) { unsigned u = rg_to_bits(f); return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); }
 #if defined(RGNN_HOST_EMULATION)
 // mma.sync on the host: each thread publishes its fragments, the block meets at a barrier (the
-// GEMM template reaches every mma with all its threads, so that stands for the warp's
-// convergence), and each thread computes its own accumulators from its warp's fragments, decoded
-// with the layouts written above for the device versions; a second barrier frees the exchange.
+// GEMM and pivot-attention templates reach every mma with all their threads, in loops of the
+// same trip count, so that stands for the warp's convergence), and each thread computes its own
+// accumulators from its warp's fragments, decoded with the layouts written above for the device
+// versions; a second barrier frees the exchange. A tf32 operand counts only its top 19 bits, as
+// on the device, so an operand passed unrounded shows here too.
 static unsigned rg_mma_a[1024][4], rg_mma_b[1024][2];
 RG_FN float rg_mma_elem(unsigned reg, unsigned k, int kind) {
-    if (kind == 2) return rg_from_bits(reg);
+    if (kind == 2) return rg_from_bits(reg & 0xffffe000u);
     unsigned short h = (unsigned short)((k & 1u) ? reg >> 16 : reg & 0xffffu);
     return kind == 0 ? rg_b2f(h) : rg_h2f(h);
 }
@@ -272,8 +274,9 @@ RG_FN unsigned rg_f2tf32(float f) {
 }
 #endif
 // Split tf32 ("3xTF32"): operands given as whole f32 bits, each split into a tf32 value and the
-// tf32 of its remainder; D += Al·Bh + Ah·Bl + Ah·Bh (the small terms first). Only Al·Bl, about
-// 2^-22 of the product, is dropped, so the result keeps f32 accuracy at three tf32 products.
+// tf32 of its remainder; D += Al·Bh + Ah·Bl + Ah·Bh (the small terms first). What is lost (Al·Bl
+// and the rounding of the remainders) is of order 2^-22 of the product, so the result keeps f32
+// accuracy at three tf32 products. Infinite or NaN operands keep no remainder (it would be NaN).
 // The three products go into a fresh accumulator added to D by ordinary (round-to-nearest) f32
 // adds: tensor cores have been measured to truncate their additions (round toward zero), which
 // over a long running sum would bias it by up to an ulp per step; here they round 8-term partials.
@@ -281,11 +284,13 @@ RG_FN void rg_mma_tf32x3(float* d, const unsigned* a, const unsigned* b) {
     unsigned ah[4], al[4], bh[2], bl[2];
     for (int i = 0; i < 4; i++) {
         ah[i] = rg_f2tf32(rg_from_bits(a[i]));
-        al[i] = rg_f2tf32(rg_from_bits(a[i]) - rg_from_bits(ah[i]));
+        const float r = rg_from_bits(a[i]) - rg_from_bits(ah[i]);
+        al[i] = rg_f2tf32(rg_sel(0.0f, r, r - r == 0.0f));
     }
     for (int i = 0; i < 2; i++) {
         bh[i] = rg_f2tf32(rg_from_bits(b[i]));
-        bl[i] = rg_f2tf32(rg_from_bits(b[i]) - rg_from_bits(bh[i]));
+        const float r = rg_from_bits(b[i]) - rg_from_bits(bh[i]);
+        bl[i] = rg_f2tf32(rg_sel(0.0f, r, r - r == 0.0f));
     }
     float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     rg_mma_tf32(t, al, bh);

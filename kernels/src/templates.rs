@@ -58,8 +58,9 @@ const PIVOT_WARPS: usize = 8;
 const PIVOT_GROUP: usize = 8;
 // Each warp owns two of the tile's i and two of its k; a thread runs the softmax of one (i, k).
 const _: () = assert!(PIVOT_WARPS * 2 == PIVOT_TILE && PIVOT_WARPS * 32 == PIVOT_TILE * PIVOT_TILE);
-/// Widest head the tensor-core pivot attention takes (its accumulators live in registers); with
-/// split tf32, whose fragments are split again at every product, half as wide.
+/// Widest head the tensor-core pivot attention takes (its Q, V fragments and y accumulators live
+/// in registers); split tf32 adds its split operands at every product, so it stays at 16 until
+/// ptxas on a GPU shows 32 fits without spills.
 const PIVOT_MAX_DIM: usize = 32;
 const PIVOT_MAX_DIM_SPLIT: usize = 16;
 
@@ -281,8 +282,9 @@ impl<'c, 'a> Templates<'c, 'a> {
         let mut sh = Shader::new(self.ctx, (128, 1));
         // The operand type in shared memory and the conversion to it: 16-bit values (f16 / bf16
         // storage), tf32 bit patterns (f32 storage with tf32 allowed), or whole f32 bits that
-        // `rg_mma_tf32x3` splits (`split`: f32 storage, tf32 not allowed).
-        let tf32 = self.ctx.storage == DType::F32;
+        // `rg_mma_tf32x3` splits (`split`: f32 storage, tf32 not allowed). f32 operands take
+        // tf32 fragments, K step 8.
+        let f32_operands = self.ctx.storage == DType::F32;
         let (op_ty, convert, mma) = match self.ctx.storage {
             DType::F16 => ("unsigned short", "rg_f2h", "rg_mma_f16"),
             DType::BF16 => ("unsigned short", "rg_f2b", "rg_mma_bf16"),
@@ -307,15 +309,15 @@ impl<'c, 'a> Templates<'c, 'a> {
         // in the prelude's comments): 16-bit operands come in adjacent pairs, tf32 ones singly.
         let a_at_k = |k: &str| -> String {
             let at = |x: &str| format!("sa[cur][{x}]");
-            match (tf32, a_ty) {
+            match (f32_operands, a_ty) {
                 (true, "float") => format!("{convert}({})", at(k)),
                 (true, _) => at(k),
                 (false, "float") => format!("rg_pack2({convert}({}), {convert}({}))", at(k), at(&format!("{k} + 1u"))),
                 (false, _) => format!("*(const unsigned*)&{}", at(k)),
             }
         };
-        let b_at_k = |k: &str| if tf32 { format!("sbt[cur][{k}]") } else { format!("*(const unsigned*)&sbt[cur][{k}]") };
-        let (k_step, a_frag, b_frag) = if tf32 {
+        let b_at_k = |k: &str| if f32_operands { format!("sbt[cur][{k}]") } else { format!("*(const unsigned*)&sbt[cur][{k}]") };
+        let (k_step, a_frag, b_frag) = if f32_operands {
             (8, ["r0 + t", "r1 + t", "r0 + t + 4u", "r1 + t + 4u"].map(a_at_k), ["c0 + t", "c0 + t + 4u"].map(b_at_k))
         } else {
             (
@@ -1062,15 +1064,17 @@ impl<'c, 'a> Templates<'c, 'a> {
     /// a block takes 16 query rows i × 16 query columns k and walks the pivots j 16 at a time.
     /// Both score terms are matrix products: at fixed i, `q_ik · k_ij` is Q_i [k × d] · K1_iᵀ
     /// [d × j]; at fixed k, `q_ik · k_jk` is Q_k [i × d] · K2_kᵀ. Each of the 8 warps owns two i
-    /// (the first term, and P·V1) and two k (the second term, and P·V2): every operand element is
-    /// read by one warp, straight from global memory into fragments, and reused across the 16
+    /// (the first term, and P·V1) and two k (the second term, and P·V2): every k / v element is
+    /// read by one warp (each q twice: by the warps of its i and of its k), straight from global
+    /// memory into fragments, and reused across the 16
     /// rows of its product. The two terms meet in shared memory, where a thread per (i, k) runs the
     /// online softmax and leaves P and its rescale factor for the P·V products; the two halves of
     /// y meet there again at the end.
     fn pivot_mma(&self, k: usize, p: &PivotKernel, mode: PivotMma) -> Result<Dispatch, String> {
         let (batch, n, _) = self.ctx.g.pair.ok_or_else(|| format!("k{k}: pivot attention needs a pair graph"))?;
         let (heads, d) = (p.shape.heads, p.shape.dim);
-        let tf32 = self.ctx.storage == DType::F32;
+        // f32 storage: tf32 fragments, K step 8 (rounded, or split in `SplitTf32`).
+        let f32_operands = self.ctx.storage == DType::F32;
         let split = mode == PivotMma::SplitTf32;
         let (convert, mma, k_step) = match self.ctx.storage {
             DType::F16 => ("rg_f2h", "rg_mma_f16", 16),
@@ -1092,8 +1096,9 @@ impl<'c, 'a> Templates<'c, 'a> {
         let tiles = batch * heads * row_tiles * row_tiles;
         let wg = grid(tiles, self.fin.max_workgroups_per_dim());
         let out_w = self.ctx.kp.buffer(p.output).width;
-        // Shared layouts (floats): scores / P at [i][k][j], y at [i][k][c]; padded so a warp's
-        // fragment rows, whether they run over i or over k, fall in distinct banks.
+        // Shared layouts (floats): scores / P at [i][k][j], y at [i][k][c]; padded so that a
+        // warp's fragment rows, whether they run over i or over k, spread over the banks (at most
+        // 2-way conflicts for fragments; the softmax's row reads are 4-way, unmeasured so far).
         let (jp, yp) = (PIVOT_TILE + 4, d + 4);
         let (s_is, y_is) = (PIVOT_TILE * jp + 4, PIVOT_TILE * yp + 4);
         let s_len = PIVOT_TILE * s_is;
@@ -1102,8 +1107,8 @@ impl<'c, 'a> Templates<'c, 'a> {
         // One accessor per operand: element c of head h at pair (b, x, y), 0 outside the graph,
         // as the tensor cores take it: 16-bit bits (read as stored when the storage type is the
         // operand type) or f32 (rounded to tf32 at the fragment).
-        let (op_ty, zero) = if tf32 { ("float", "0.0f") } else { ("unsigned short", "0") };
-        let encode = |x: String| if tf32 { x } else { format!("{convert}({x})") };
+        let (op_ty, zero) = if f32_operands { ("float", "0.0f") } else { ("unsigned short", "0") };
+        let encode = |x: String| if f32_operands { x } else { format!("{convert}({x})") };
         let mut accessors = String::new();
         for (name, &(buf, col)) in ["q", "k1", "k2", "v1", "v2"].iter().zip(&p.operands) {
             let w = self.ctx.kp.buffer(buf).width;
@@ -1125,13 +1130,13 @@ impl<'c, 'a> Templates<'c, 'a> {
             if split {
                 // Whole f32 bits: rg_mma_tf32x3 splits them.
                 format!("rg_to_bits({})", val(r, kk))
-            } else if tf32 {
+            } else if f32_operands {
                 format!("rg_f2tf32({})", val(r, kk))
             } else {
                 format!("rg_pack2({}, {})", val(r, kk), val(r, &format!("{kk} + 1u")))
             }
         };
-        let (lo, hi) = if tf32 { ("t", "t + 4u") } else { ("2u * t", "2u * t + 8u") };
+        let (lo, hi) = if f32_operands { ("t", "t + 4u") } else { ("2u * t", "2u * t + 8u") };
         let frag_a = |val: &dyn Fn(&str, &str) -> String, kb: &str| -> String {
             [("g", lo), ("g + 8u", lo), ("g", hi), ("g + 8u", hi)]
                 .iter()
