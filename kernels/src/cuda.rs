@@ -170,6 +170,8 @@ RG_FN unsigned rg_shfl_xor_u(unsigned v, unsigned m) {
 RG_FN float rg_shfl_xor(float v, unsigned m) {
     float r; asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(m)); return r;
 }
+// The warp's lanes meet (and see each other's shared-memory writes).
+RG_FN void rg_syncwarp() { asm volatile("bar.warp.sync 0xffffffff;" ::: "memory"); }
 #endif
 RG_FN unsigned rg_minu(unsigned a, unsigned b) { return a < b ? a : b; }
 // Two 16-bit values in one register, `lo` in the low half (the lower k of an mma fragment pair).
@@ -264,6 +266,7 @@ RG_FN unsigned rg_shfl_xor_u(unsigned v, unsigned m) {
     return r;
 }
 RG_FN float rg_shfl_xor(float v, unsigned m) { return rg_from_bits(rg_shfl_xor_u(rg_to_bits(v), m)); }
+RG_FN void rg_syncwarp() { rg_host_warp_sync(); }
 RG_FN void rg_mma_bf16(float* d, const unsigned* a, const unsigned* b) { rg_mma_emulated(d, a, b, 0); }
 RG_FN void rg_mma_f16(float* d, const unsigned* a, const unsigned* b) { rg_mma_emulated(d, a, b, 1); }
 RG_FN void rg_mma_tf32(float* d, const unsigned* a, const unsigned* b) { rg_mma_emulated(d, a, b, 2); }
@@ -322,7 +325,7 @@ pub fn host_emulation_source(d: &Dispatch) -> String {
         .collect();
     // Threads run concurrently only where the kernel itself meets at barriers or shuffles.
     let kernel = d.source.split_once("void __launch_bounds__").map_or(d.source.as_str(), |(_, k)| k);
-    let barrier = ["__syncthreads", "rg_shfl_xor", "rg_mma_"].iter().any(|s| kernel.contains(s));
+    let barrier = ["__syncthreads", "rg_shfl_xor", "rg_mma_", "rg_syncwarp"].iter().any(|s| kernel.contains(s));
     format!(
         r#"#define RGNN_HOST_EMULATION 1
 {source}

@@ -171,6 +171,11 @@ pub struct Shader<'c, 'a> {
     /// The kernel loops over data-dependent ranges (edges), so lanes of a SIMD group diverge:
     /// WGSL unrolls its fixed-length column loops (see `wgsl::unroll_column_loops`).
     pub divergent_loops: bool,
+    /// CUDA row kernels with a warp per row: [`Shader::program`]'s arrays live in the warp's
+    /// slice of shared memory (`rg_ws`), from this offset on (floats), and its column loops are
+    /// lane-strided (lane `lane` takes columns lane, lane + 32, ...), each followed by a warp
+    /// barrier so the next op may read any lane's columns; reductions end in warp shuffles.
+    pub warp_rows: Option<usize>,
 }
 
 impl<'c, 'a> Shader<'c, 'a> {
@@ -184,6 +189,7 @@ impl<'c, 'a> Shader<'c, 'a> {
             globals: String::new(),
             workgroup,
             divergent_loops: false,
+            warp_rows: None,
         }
     }
 
@@ -340,12 +346,38 @@ impl<'c, 'a> Shader<'c, 'a> {
         let l = self.lang;
         let f = |x: f32| l.f(x);
         let mut b = String::new();
+        let warp = self.warp_rows.is_some();
+        // Over the columns 0..w: all of them, or this lane's (then a warp barrier).
+        let columns = move |v: &str, w: usize| {
+            if warp {
+                format!("for (unsigned {v} = lane; {v} < {w}u; {v} += 32u) {{")
+            } else {
+                l.for_(v, "0u", &format!("{w}u"))
+            }
+        };
+        let done = if warp { format!("{indent}rg_syncwarp();\n") } else { String::new() };
+        // `var`, summed so far over this lane's columns, summed over the warp.
+        let warp_sum = |var: &str| {
+            if warp {
+                format!("{indent}for (unsigned m = 16u; m > 0u; m >>= 1u) {{ {var} += rg_shfl_xor({var}, m); }}\n")
+            } else {
+                String::new()
+            }
+        };
         for (i, op) in prog.ops.iter().enumerate().take(upto) {
             let w = prog.widths[i];
             let o = format!("{prefix}{i}");
             let s = |x: usize| format!("{prefix}{x}");
-            let _ = writeln!(b, "{indent}{}", l.arr(&o, w));
-            let each = |body: String| format!("{indent}{} {body} }}\n", l.for_("c", "0u", &format!("{w}u")));
+            match &mut self.warp_rows {
+                Some(at) => {
+                    let _ = writeln!(b, "{indent}float* {o} = rg_ws + {at}u;");
+                    *at += w;
+                }
+                None => {
+                    let _ = writeln!(b, "{indent}{}", l.arr(&o, w));
+                }
+            }
+            let each = |body: String| format!("{indent}{} {body} }}\n{done}", columns("c", w));
             match op {
                 RowOp::Load { buffer, at } => {
                     let bw = self.ctx.kp.buffer(*buffer).width;
@@ -408,12 +440,13 @@ impl<'c, 'a> Shader<'c, 'a> {
                     let _ = writeln!(
                         b,
                         "{indent}{} {} {} t += {}[h * {d}u + c] * {}[h * {d}u + c]; }} {o}[h] = t; }}",
-                        l.for_("h", "0u", &format!("{}u", shape.heads)),
+                        columns("h", shape.heads),
                         l.var_f("t", &f(0.0)),
                         l.for_("c", "0u", &format!("{d}u")),
                         s(*a),
                         s(*bb),
                     );
+                    b += &done;
                 }
                 RowOp::HeadOuter { a, b: bb, a_shape, b_shape } => {
                     let (ad, bd) = (a_shape.dim, b_shape.dim);
@@ -440,16 +473,18 @@ impl<'c, 'a> Shader<'c, 'a> {
                 RowOp::Norm { x, kind, weight, bias } => {
                     let xs = s(*x);
                     let n = f(w as f32);
-                    let over = l.for_("c", "0u", &format!("{w}u"));
+                    let over = columns("c", w);
                     match kind {
                         NormKind::LayerNorm { eps } => {
                             let _ = writeln!(b, "{indent}{} {over} {o}_mean += {xs}[c]; }}", l.var_f(&format!("{o}_mean"), &f(0.0)));
+                            b += &warp_sum(&format!("{o}_mean"));
                             let _ = writeln!(
                                 b,
                                 "{indent}{} {over} {} {o}_var += t * t; }}",
                                 l.var_f(&format!("{o}_var"), &f(0.0)),
                                 l.let_("t", &format!("{xs}[c] - {o}_mean / {n}"))
                             );
+                            b += &warp_sum(&format!("{o}_var"));
                             let _ = writeln!(
                                 b,
                                 "{indent}{} {}",
@@ -459,6 +494,7 @@ impl<'c, 'a> Shader<'c, 'a> {
                         }
                         NormKind::Rms { eps } => {
                             let _ = writeln!(b, "{indent}{} {over} {o}_ss += {xs}[c] * {xs}[c]; }}", l.var_f(&format!("{o}_ss"), &f(0.0)));
+                            b += &warp_sum(&format!("{o}_ss"));
                             let _ = writeln!(
                                 b,
                                 "{indent}{} {}",

@@ -1,7 +1,9 @@
 //! The templates as device kernels, for WGSL and CUDA alike (the languages differ only in the
 //! spellings of [`Lang`] and in how a kernel is finished: bindings or parameters).
 //!
-//! - **map** (and the GEMM's prologue / epilogue passes): one thread per row.
+//! - **map** (and the GEMM's prologue / epilogue passes): one thread per row; in CUDA a warp per
+//!   row (lanes over columns, the row's arrays in shared memory, reductions by shuffles) when
+//!   they fit [`WARP_ROW_FLOATS`].
 //! - **GEMM**: 64×64 output tiles per workgroup of 16×16 threads (4×4 each), operands staged
 //!   through workgroup memory in K steps of 16; rows of one weight type per tile (a per-kernel
 //!   table), so per-relation weights need no sorting at run time. In CUDA on sm_80+ the tiles run
@@ -92,6 +94,10 @@ fn pivot_tensor_cores(ctx: &GenCtx, dim: usize) -> Option<PivotMma> {
 }
 /// Threads per workgroup of the row-parallel kernels.
 const ROW_GROUP: usize = 64;
+/// CUDA row kernels with a warp per row: warps per block, and the most floats a row's arrays may
+/// take in shared memory (48 KB per block); wider programs keep a thread per row.
+const ROW_WARPS: usize = 4;
+const WARP_ROW_FLOATS: usize = 48 * 1024 / 4 / ROW_WARPS;
 /// GEMM tile: rows, columns, K step.
 const TM: usize = 64;
 const TN: usize = 64;
@@ -160,8 +166,9 @@ impl<'c, 'a> Templates<'c, 'a> {
         wg
     }
 
-    /// One thread per row of `domain`: run `program` (its `Acc` read from row `row` of
-    /// `acc_from`, when given) and store the result at the output row reached by `output_at`.
+    /// One thread (CUDA: one warp) per row of `domain`: run `program` (its `Acc` read from row
+    /// `row` of `acc_from`, when given) and store the result at the output row reached by
+    /// `output_at`.
     #[allow(clippy::too_many_arguments)]
     fn rowwise(
         &self,
@@ -174,11 +181,38 @@ impl<'c, 'a> Templates<'c, 'a> {
         output_at: RowRef,
     ) -> Result<Dispatch, String> {
         let l = self.l;
-        let mut sh = Shader::new(self.ctx, (ROW_GROUP, 1));
-        let wg = self.row_header(&mut sh, self.ctx.g.rows(domain), "row");
+        let rows = self.ctx.g.rows(domain);
+        // CUDA: a warp per row when the row's arrays fit the warp's share of shared memory
+        // (lanes over columns: coalesced loads and stores, no per-thread local arrays).
+        let acc_w = acc_from.map_or(0, |(_, w)| w);
+        let row_floats = acc_w + program.widths.iter().sum::<usize>();
+        let warp = l == Lang::Cuda && row_floats <= WARP_ROW_FLOATS;
+        let (mut sh, wg, done) = if warp {
+            let mut sh = Shader::new(self.ctx, (ROW_WARPS * 32, 1));
+            let wg = grid(rows.div_ceil(ROW_WARPS), self.fin.max_workgroups_per_dim());
+            sh.globals.push_str(&format!("__shared__ float rg_ws_all[{}];\n", ROW_WARPS * row_floats));
+            sh.line(&format!(
+                "    const unsigned lane = li & 31u;
+    const auto row = (wg_x + wg_y * {gx}u) * {ROW_WARPS}u + (li >> 5u);
+    if (row >= {rows}u) {{ return; }}
+    float* rg_ws = rg_ws_all + (li >> 5u) * {row_floats}u;",
+                gx = wg[0]
+            ));
+            sh.warp_rows = Some(0);
+            (sh, wg, "\n    rg_syncwarp();")
+        } else {
+            let mut sh = Shader::new(self.ctx, (ROW_GROUP, 1));
+            let wg = self.row_header(&mut sh, rows, "row");
+            (sh, wg, "")
+        };
+        // Over the columns 0..w: this lane's, or all of them.
+        let columns =
+            |w: usize| if warp { format!("for (unsigned c = lane; c < {w}u; c += 32u) {{") } else { l.for_("c", "0u", &format!("{w}u")) };
         if let Some((a, w)) = acc_from {
             let v = sh.ld(a, &format!("row * {w}u + c"));
-            sh.line(&format!("    {}\n    {} acc[c] = {v}; }}", l.arr("acc", w), l.for_("c", "0u", &format!("{w}u"))));
+            let decl = if warp { "float* acc = rg_ws;".to_string() } else { l.arr("acc", w) };
+            sh.line(&format!("    {decl}\n    {} acc[c] = {v}; }}{done}", columns(w)));
+            sh.warp_rows = sh.warp_rows.map(|at| at + w);
         }
         sh.program(program, domain, "row", "acc", "acc", program.ops.len(), "s", "    ");
         let res = program.result();
@@ -187,7 +221,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         }
         let target = sh.resolve(domain, "row", output_at);
         let st = sh.st(output, &format!("o * {out_width}u + c"), &format!("s{res}[c]"));
-        sh.line(&format!("    {}\n    {} {st} }}", l.let_("o", &target), l.for_("c", "0u", &format!("{out_width}u"))));
+        sh.line(&format!("    {}\n    {} {st} }}", l.let_("o", &target), columns(out_width)));
         Ok(self.fin.finish(sh, label, wg))
     }
 
