@@ -3,7 +3,7 @@
 //!
 //! - **map** (and the GEMM's prologue / epilogue passes): one thread per row; in CUDA a warp per
 //!   row (lanes over columns, the row's arrays in shared memory, reductions by shuffles) when
-//!   they fit [`WARP_ROW_FLOATS`].
+//!   they fit `WARP_ROW_FLOATS`.
 //! - **GEMM**: 64×64 output tiles per workgroup of 16×16 threads (4×4 each), operands staged
 //!   through workgroup memory in K steps of 16; rows of one weight type per tile (a per-kernel
 //!   table), so per-relation weights need no sorting at run time. In CUDA on sm_80+ the tiles run
@@ -19,7 +19,7 @@
 //!   workgroup memory).
 //! - **pivot attention**: one thread per (pair, head) with an online softmax over pivots; in
 //!   CUDA with tensor cores, a block per 16 × 16 query pairs of one head, both score terms and
-//!   both halves of P·V as `mma.sync` products (see [`Templates::pivot_mma`]).
+//!   both halves of P·V as `mma.sync` products (see `Templates::pivot_mma`).
 
 use crate::gpu::{gemm_row_groups, gemm_tiles, grid, ArrayRef, Dispatch, Elem, IndexArray};
 use crate::source::{GenCtx, Lang, Shader, NEG_BIG};
