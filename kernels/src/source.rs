@@ -156,6 +156,20 @@ pub fn scratch_sizes(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphI
     s
 }
 
+/// The opening of a loop over columns `0..w` of a row (`{` included): all of them, or, in a
+/// warp-per-row kernel (`lane_strided`, CUDA), this lane's (lane, lane + 32, ...).
+pub fn column_loop(l: Lang, lane_strided: bool, v: &str, w: usize) -> String {
+    if lane_strided {
+        format!("for (unsigned {v} = lane; {v} < {w}u; {v} += 32u) {{")
+    } else {
+        l.for_(v, "0u", &format!("{w}u"))
+    }
+}
+
+/// In a warp-per-row kernel, what follows a lane-strided column loop whose columns the next op
+/// may read from other lanes.
+pub const WARP_SYNC: &str = "rg_syncwarp();";
+
 /// One kernel under construction.
 pub struct Shader<'c, 'a> {
     pub ctx: &'c GenCtx<'a>,
@@ -347,15 +361,8 @@ impl<'c, 'a> Shader<'c, 'a> {
         let f = |x: f32| l.f(x);
         let mut b = String::new();
         let warp = self.warp_rows.is_some();
-        // Over the columns 0..w: all of them, or this lane's (then a warp barrier).
-        let columns = move |v: &str, w: usize| {
-            if warp {
-                format!("for (unsigned {v} = lane; {v} < {w}u; {v} += 32u) {{")
-            } else {
-                l.for_(v, "0u", &format!("{w}u"))
-            }
-        };
-        let done = if warp { format!("{indent}rg_syncwarp();\n") } else { String::new() };
+        let columns = move |v: &str, w: usize| column_loop(l, warp, v, w);
+        let done = if warp { format!("{indent}{WARP_SYNC}\n") } else { String::new() };
         // `var`, summed so far over this lane's columns, summed over the warp.
         let warp_sum = |var: &str| {
             if warp {

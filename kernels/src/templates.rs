@@ -22,7 +22,7 @@
 //!   both halves of P·V as `mma.sync` products (see `Templates::pivot_mma`).
 
 use crate::gpu::{gemm_row_groups, gemm_tiles, grid, ArrayRef, Dispatch, Elem, IndexArray};
-use crate::source::{GenCtx, Lang, Shader, NEG_BIG};
+use crate::source::{column_loop, GenCtx, Lang, Shader, NEG_BIG, WARP_SYNC};
 use rgnn_ir::level2::DType;
 use rgnn_ir::level2::*;
 use rgnn_ir::{Domain, Reduce, SoftmaxGroup};
@@ -199,15 +199,13 @@ impl<'c, 'a> Templates<'c, 'a> {
                 gx = wg[0]
             ));
             sh.warp_rows = Some(0);
-            (sh, wg, "\n    rg_syncwarp();")
+            (sh, wg, format!("\n    {WARP_SYNC}"))
         } else {
             let mut sh = Shader::new(self.ctx, (ROW_GROUP, 1));
             let wg = self.row_header(&mut sh, rows, "row");
-            (sh, wg, "")
+            (sh, wg, String::new())
         };
-        // Over the columns 0..w: this lane's, or all of them.
-        let columns =
-            |w: usize| if warp { format!("for (unsigned c = lane; c < {w}u; c += 32u) {{") } else { l.for_("c", "0u", &format!("{w}u")) };
+        let columns = |w: usize| column_loop(l, warp, "c", w);
         if let Some((a, w)) = acc_from {
             let v = sh.ld(a, &format!("row * {w}u + c"));
             let decl = if warp { "float* acc = rg_ws;".to_string() } else { l.arr("acc", w) };
@@ -1194,6 +1192,26 @@ impl<'c, 'a> Templates<'c, 'a> {
         let p_rows_k = frag_a(&|r, j| encode(format!("sm[({mine}) * {s_is}u + ({r}) * {jp}u + {j}]")), "jb");
         let p_rows_i = frag_a(&|r, j| encode(format!("sm[({r}) * {s_is}u + ({mine}) * {jp}u + {j}]")), "jb");
         let (ks, dn, js) = (d / k_step, d / 8, PIVOT_TILE / k_step);
+        // A half of y from its accumulator fragments into shared memory at `[i][k][c]` (`at`
+        // from the fragment row r and channel c), stored or added.
+        let y_to_shared = |acc: &str, at: &str, assign: &str| {
+            format!(
+                "#pragma unroll
+    for (unsigned u = 0u; u < 2u; u++) {{
+#pragma unroll
+        for (unsigned dn = 0u; dn < {dn}u; dn++) {{
+#pragma unroll
+            for (unsigned e = 0u; e < 4u; e++) {{
+                const unsigned r = g + (e >> 1u) * 8u, c = dn * 8u + 2u * t + (e & 1u);
+                sm[{at}] {assign} {acc}[u][dn][e];
+            }}
+        }}
+    }}"
+            )
+        };
+        // y1's rows are k at this warp's i, y2's are i at its k.
+        let y1_to_shared = y_to_shared("y1", &format!("({mine}) * {y_is}u + r * {yp}u + c"), "=");
+        let y2_to_shared = y_to_shared("y2", &format!("r * {y_is}u + ({mine}) * {yp}u + c"), "+=");
         let _ = writeln!(
             sh.body,
             "    const unsigned tile = wg_x + wg_y * {gx}u;
@@ -1306,29 +1324,9 @@ impl<'c, 'a> Templates<'c, 'a> {
         __syncthreads();
     }}
     // y = (y1 + y2) / z: the first halves into shared memory, the second added, a row per thread.
-#pragma unroll
-    for (unsigned u = 0u; u < 2u; u++) {{
-#pragma unroll
-        for (unsigned dn = 0u; dn < {dn}u; dn++) {{
-#pragma unroll
-            for (unsigned e = 0u; e < 4u; e++) {{
-                const unsigned r = g + (e >> 1u) * 8u, c = dn * 8u + 2u * t + (e & 1u);
-                sm[({mine}) * {y_is}u + r * {yp}u + c] = y1[u][dn][e];
-            }}
-        }}
-    }}
+{y1_to_shared}
     __syncthreads();
-#pragma unroll
-    for (unsigned u = 0u; u < 2u; u++) {{
-#pragma unroll
-        for (unsigned dn = 0u; dn < {dn}u; dn++) {{
-#pragma unroll
-            for (unsigned e = 0u; e < 4u; e++) {{
-                const unsigned r = g + (e >> 1u) * 8u, c = dn * 8u + 2u * t + (e & 1u);
-                sm[r * {y_is}u + ({mine}) * {yp}u + c] += y2[u][dn][e];
-            }}
-        }}
-    }}
+{y2_to_shared}
     __syncthreads();
     if (i0 + si < {n}u && k0 + sk < {n}u) {{
         const unsigned row = (b * {n}u + i0 + si) * {n}u + k0 + sk;
