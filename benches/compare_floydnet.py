@@ -141,9 +141,10 @@ def main(argv=None):
         return 0
     backend = args.backend or ("cuda" if args.device == "cuda" else "cpu")
 
-    from compare_pyg import append_result, dtype_flags, parse_dtypes, run_quiet, run_rgnn_bench  # shared helpers
+    from compare_pyg import append_result, parse_dtypes, run_quiet, run_rgnn, run_rgnn_bench  # shared helpers
     dtypes = parse_dtypes(args.dtypes)
     import torch
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
@@ -159,8 +160,8 @@ def main(argv=None):
         # Where the official package runs out of memory, rgnn still runs (timed, not compared).
         ref = None if w.get("oom") else load_file(ref_path)["out"]
         fl_median = None if ref is None else statistics.median(w["times"])
-        g = load_file(args.graph)
-        b, n, _, c = g["pair"].shape
+        with safe_open(args.graph, framework="pt") as g:  # the shape only, not the pair tensor
+            b, n, _, c = g.get_slice("pair").get_shape()
         cfg = read_config(args.model)
         shape = f"B={b} N={n} C={c} H={cfg['layers'][0]['num_heads']} x{len(cfg['layers'])}"
         mem = "floydnet peak device MB" if args.device == "cuda" else "floydnet fwd RSS growth MB"
@@ -169,15 +170,11 @@ def main(argv=None):
         for dtype in dtypes:
             tol = args.tol if dtype == "f32" else args.tol_low
             opath = os.path.join(tmp, "out.safetensors")
-            try:
-                run_quiet([args.rgnn, "run", "--model", args.model, "--graph", args.graph, "--out", opath,
-                           "--backend", backend] + dtype_flags(dtype), env)
-            except SystemExit as e:
-                if "out of device memory" not in str(e):
-                    raise
+            oom = run_rgnn(args.rgnn, args.model, args.graph, opath, backend, dtype, env)
+            if oom:
                 print(f"| FloydNet | {shape} | {dtype} | {fl_median} | rgnn out of device memory | | | | | | |")
                 append_result(args.results, {"model": "PivotalAttentionBlock", "shape": shape, "N": n, "dtype": dtype,
-                                             "rgnn": "out of memory", "error": str(e)[-2000:], "floydnet_median_s": fl_median,
+                                             "rgnn": "out of memory", "error": oom, "floydnet_median_s": fl_median,
                                              "device": args.device, "backend": backend, "model_file": args.model})
                 continue
             rel_err = max_abs = None

@@ -153,6 +153,19 @@ def dtype_flags(dtype):
     return ["--dtype", "f32", "--tf32"] if dtype == "tf32" else ["--dtype", dtype]
 
 
+def run_rgnn(rgnn, model, graph, out, backend, dtype, env):
+    """`rgnn run` into `out`: None when it ran; rgnn's message when the device ran out of memory
+    (recorded as such by the callers); any other failure raises."""
+    try:
+        run_quiet([rgnn, "run", "--model", model, "--graph", graph, "--out", out, "--backend", backend]
+                  + dtype_flags(dtype), env)
+    except SystemExit as e:
+        if "out of device memory" not in str(e):
+            raise
+        return str(e)[-2000:]
+    return None
+
+
 def run_rgnn_bench(rgnn, model, graph, reps, jpath, env, tmp, backend="cpu", dtype="f32"):
     """`rgnn bench --backend B --json`; returns (json, process max RSS in bytes or None)."""
     cmd = [rgnn, "bench", "--model", model, "--graph", graph, "--backend", backend, "--reps", str(reps),
@@ -264,15 +277,11 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             # Correctness: rgnn run vs PyG.
             opath = os.path.join(tmp, "out.safetensors")
-            try:
-                run_quiet([args.rgnn, "run", "--model", args.model, "--graph", args.graph, "--out", opath,
-                           "--backend", backend] + dtype_flags(dtype), env)
-            except SystemExit as e:
-                if "out of device memory" not in str(e):
-                    raise
+            oom = run_rgnn(args.rgnn, args.model, args.graph, opath, backend, dtype, env)
+            if oom:
                 print(f"| {kind} | {shape} | {dtype} | {pyg_median} | rgnn out of device memory | | | | | |")
                 append_result(args.results, {"model": kind, "shape": shape, "dtype": dtype, "rgnn": "out of memory",
-                                             "error": str(e)[-2000:], "pyg_median_s": pyg_median, "device": args.device,
+                                             "error": oom, "pyg_median_s": pyg_median, "device": args.device,
                                              "backend": backend, "model_file": args.model, "graph_file": args.graph})
                 continue
             got = load_file(opath)
