@@ -58,6 +58,15 @@ fn compile(clang: &str, dir: &std::path::Path, name: &str, source: &str) -> Resu
     Ok(std::fs::read_to_string(&ptx).unwrap())
 }
 
+/// Compile one source expecting `instruction` in its PTX; what went wrong, if anything.
+fn ptx_lacking(clang: &str, dir: &std::path::Path, name: &str, source: &str, instruction: &str, what: &str) -> Option<String> {
+    match compile(clang, dir, name, source) {
+        Ok(ptx) if !ptx.contains(instruction) => Some(format!("{what}: no `{instruction}` in the PTX")),
+        Ok(_) => None,
+        Err(e) => Some(format!("{what}: {e}")),
+    }
+}
+
 #[test]
 fn every_generated_cuda_kernel_compiles_to_ptx() {
     let Some(clang) = clang() else { return };
@@ -252,11 +261,8 @@ fn every_degree_class_of_the_traversal_matches_the_cpu_backend() {
         if let Some(clang) = &clang {
             std::fs::create_dir_all(&dir).unwrap();
             for (j, d) in generated.dispatches.iter().enumerate().filter(|(_, d)| d.label.contains("(warps)")) {
-                match compile(clang, &dir, &format!("{case}-{j}"), &d.source) {
-                    Ok(ptx) if !ptx.contains("shfl.sync.bfly.b32") => failures.push(format!("{case} {}: no shuffles in the PTX", d.label)),
-                    Ok(_) => {}
-                    Err(e) => failures.push(format!("{case} {}: {e}", d.label)),
-                }
+                let what = format!("{case} {}", d.label);
+                failures.extend(ptx_lacking(clang, &dir, &format!("{case}-{j}"), &d.source, "shfl.sync.bfly.b32", &what));
             }
         }
         failures.extend(host_emulation_against_cpu(
@@ -373,11 +379,7 @@ fn tensor_core_pivot_attention_matches_the_cpu_backend() {
         }
         if let Some(clang) = &clang {
             std::fs::create_dir_all(&dir).unwrap();
-            match compile(clang, &dir, &format!("pivot-{i}"), &pivot.source) {
-                Ok(ptx) if !ptx.contains("mma.sync.aligned") => failures.push(format!("{what}: no mma.sync in the PTX")),
-                Ok(_) => {}
-                Err(e) => failures.push(format!("{what}: {e}")),
-            }
+            failures.extend(ptx_lacking(clang, &dir, &format!("pivot-{i}"), &pivot.source, "mma.sync.aligned", &what));
         }
         failures.extend(host_emulation_against_cpu(&what, &model, &graph, options, true, tolerance, &cxx, &dir.join(i.to_string())));
     }
