@@ -8,16 +8,15 @@
 //! back at the store. Math is inline PTX or plain arithmetic (no libdevice), so `rg_exp` is the
 //! CPU backend's Cody–Waite exponential (relative error below 5e-7) on every device.
 //!
-//! GEMMs run on tensor cores ([`CudaOptions::tensor_cores`], f32 accumulation):
-//! `mma.sync.m16n8k16` with f16 / bf16 storage, `mma.sync.m16n8k8` on tf32 with f32 storage when
-//! [`CudaOptions::tf32`] allows it; otherwise f32 storage runs them as split tf32
-//! (`rg_mma_tf32x3`, three tf32 products per tile), so f32 results stay within 1e-5. The host emulation runs `mma.sync` too (each thread computing its accumulators
-//! from its warp's published fragments), so the fragment layouts are checked without a GPU; the
-//! tensor-core path has not yet run on one. The GEMM's operands come through two shared-memory
-//! stages, A by `cp.async` (a plain copy in the host emulation). Pivot attention runs on tensor
-//! cores too when its heads fit (see `templates::pivot_tensor_cores`), its P rounded to the
-//! operand type; with f32 storage and tf32 not allowed it runs as split tf32 (`rg_mma_tf32x3`:
-//! three tf32 products per tile), which keeps f32 accuracy, as do the GEMMs.
+//! GEMMs and pivot attention (when its heads fit, see `templates::pivot_tensor_cores`) run on
+//! tensor cores ([`CudaOptions::tensor_cores`], f32 accumulation): `mma.sync.m16n8k16` with
+//! f16 / bf16 storage, `mma.sync.m16n8k8` on tf32 with f32 storage when [`CudaOptions::tf32`]
+//! allows it; otherwise f32 storage runs them as split tf32 (`rg_mma_tf32x3`, three tf32
+//! products per tile), so f32 results stay within 1e-5. The GEMM's operands come through two
+//! shared-memory stages, A by `cp.async`. The host emulation runs `mma.sync` too (each thread
+//! computing its accumulators from its warp's published fragments) and `cp.async` as a plain
+//! copy, so the fragment layouts are checked without a GPU; the tensor-core paths have not yet
+//! run on one.
 
 use crate::cpu::GraphIndex;
 use crate::gpu::{Binding, Dispatch, Elem};
@@ -283,18 +282,15 @@ RG_FN unsigned rg_f2tf32(float f) {
 // The three products go into a fresh accumulator added to D by ordinary (round-to-nearest) f32
 // adds: tensor cores have been measured to truncate their additions (round toward zero), which
 // over a long running sum would bias it by up to an ulp per step; here they round 8-term partials.
+RG_FN void rg_tf32_split(unsigned x, unsigned* hi, unsigned* lo) {
+    *hi = rg_f2tf32(rg_from_bits(x));
+    const float r = rg_from_bits(x) - rg_from_bits(*hi);
+    *lo = rg_f2tf32(rg_sel(0.0f, r, r - r == 0.0f));
+}
 RG_FN void rg_mma_tf32x3(float* d, const unsigned* a, const unsigned* b) {
     unsigned ah[4], al[4], bh[2], bl[2];
-    for (int i = 0; i < 4; i++) {
-        ah[i] = rg_f2tf32(rg_from_bits(a[i]));
-        const float r = rg_from_bits(a[i]) - rg_from_bits(ah[i]);
-        al[i] = rg_f2tf32(rg_sel(0.0f, r, r - r == 0.0f));
-    }
-    for (int i = 0; i < 2; i++) {
-        bh[i] = rg_f2tf32(rg_from_bits(b[i]));
-        const float r = rg_from_bits(b[i]) - rg_from_bits(bh[i]);
-        bl[i] = rg_f2tf32(rg_sel(0.0f, r, r - r == 0.0f));
-    }
+    for (int i = 0; i < 4; i++) rg_tf32_split(a[i], &ah[i], &al[i]);
+    for (int i = 0; i < 2; i++) rg_tf32_split(b[i], &bh[i], &bl[i]);
     float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     rg_mma_tf32(t, al, bh);
     rg_mma_tf32(t, ah, bl);
