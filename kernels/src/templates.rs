@@ -80,8 +80,7 @@ enum PivotMma {
 /// width must be a whole number of K steps (16 for f16 / bf16, 8 for tf32) and at most
 /// [`PIVOT_MAX_DIM`] ([`PIVOT_MAX_DIM_SPLIT`] split); other widths take the SIMT kernel.
 fn pivot_tensor_cores(ctx: &GenCtx, dim: usize) -> Option<PivotMma> {
-    let k_step = if ctx.storage == DType::F32 { 8 } else { 16 };
-    if ctx.lang != Lang::Cuda || !dim.is_multiple_of(k_step) {
+    if ctx.lang != Lang::Cuda || !dim.is_multiple_of(mma_operands(ctx.storage, false).k_step) {
         return None;
     }
     if ctx.tensor_cores && dim <= PIVOT_MAX_DIM {
@@ -92,6 +91,27 @@ fn pivot_tensor_cores(ctx: &GenCtx, dim: usize) -> Option<PivotMma> {
         None
     }
 }
+/// How a storage type meets the tensor cores (CUDA): the operand's register type in shared
+/// memory, the conversion of an f32 value to it, the `mma.sync` wrapper, and its K step.
+struct MmaOperands {
+    ty: &'static str,
+    convert: &'static str,
+    mma: &'static str,
+    k_step: usize,
+}
+
+/// f16 / bf16 storage: 16-bit operands, K = 16; f32: tf32 bit patterns, K = 8, or with `split`
+/// whole f32 bits that `rg_mma_tf32x3` splits.
+fn mma_operands(storage: DType, split: bool) -> MmaOperands {
+    let (ty, convert, mma, k_step) = match storage {
+        DType::F16 => ("unsigned short", "rg_f2h", "rg_mma_f16", 16),
+        DType::BF16 => ("unsigned short", "rg_f2b", "rg_mma_bf16", 16),
+        DType::F32 if split => ("unsigned", "rg_to_bits", "rg_mma_tf32x3", 8),
+        DType::F32 => ("unsigned", "rg_f2tf32", "rg_mma_tf32", 8),
+    };
+    MmaOperands { ty, convert, mma, k_step }
+}
+
 /// Threads per workgroup of the row-parallel kernels.
 const ROW_GROUP: usize = 64;
 /// CUDA row kernels with a warp per row: warps per block, and the most floats a row's arrays may
@@ -317,12 +337,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         // `rg_mma_tf32x3` splits (`split`: f32 storage, tf32 not allowed). f32 operands take
         // tf32 fragments, K step 8.
         let f32_operands = self.ctx.storage == DType::F32;
-        let (op_ty, convert, mma) = match self.ctx.storage {
-            DType::F16 => ("unsigned short", "rg_f2h", "rg_mma_f16"),
-            DType::BF16 => ("unsigned short", "rg_f2b", "rg_mma_bf16"),
-            DType::F32 if split => ("unsigned", "rg_to_bits", "rg_mma_tf32x3"),
-            DType::F32 => ("unsigned", "rg_f2tf32", "rg_mma_tf32"),
-        };
+        let MmaOperands { ty: op_ty, convert, mma, k_step } = mma_operands(self.ctx.storage, split);
         // A by cp.async in the largest copy its alignment allows (16 or 4 bytes; A's rows are
         // `in_w` elements apart and a block starts `bin` in), else by plain loads, converted.
         let a_elem = sh.elem(a_array);
@@ -349,11 +364,10 @@ impl<'c, 'a> Templates<'c, 'a> {
             }
         };
         let b_at_k = |k: &str| if f32_operands { format!("sbt[cur][{k}]") } else { format!("*(const unsigned*)&sbt[cur][{k}]") };
-        let (k_step, a_frag, b_frag) = if f32_operands {
-            (8, ["r0 + t", "r1 + t", "r0 + t + 4u", "r1 + t + 4u"].map(a_at_k), ["c0 + t", "c0 + t + 4u"].map(b_at_k))
+        let (a_frag, b_frag) = if f32_operands {
+            (["r0 + t", "r1 + t", "r0 + t + 4u", "r1 + t + 4u"].map(a_at_k), ["c0 + t", "c0 + t + 4u"].map(b_at_k))
         } else {
             (
-                16,
                 ["r0 + 2u * t", "r1 + 2u * t", "r0 + 2u * t + 8u", "r1 + 2u * t + 8u"].map(a_at_k),
                 ["c0 + 2u * t", "c0 + 2u * t + 8u"].map(b_at_k),
             )
@@ -1108,21 +1122,15 @@ impl<'c, 'a> Templates<'c, 'a> {
         // f32 storage: tf32 fragments, K step 8 (rounded, or split in `SplitTf32`).
         let f32_operands = self.ctx.storage == DType::F32;
         let split = mode == PivotMma::SplitTf32;
-        let (convert, mma, k_step) = match self.ctx.storage {
-            DType::F16 => ("rg_f2h", "rg_mma_f16", 16),
-            DType::BF16 => ("rg_f2b", "rg_mma_bf16", 16),
-            DType::F32 if split => ("", "rg_mma_tf32x3", 8),
-            DType::F32 => ("", "rg_mma_tf32", 8),
-        };
+        let MmaOperands { convert, mma, k_step, .. } = mma_operands(self.ctx.storage, split);
         // P is rounded to the operand type before it is summed, so that y's weights and their
         // normaliser agree (the P·V products then see P exactly); split tf32 keeps it whole.
-        let round_p = |x: &str| match self.ctx.storage {
-            DType::F16 => format!("rg_h2f(rg_f2h({x}))"),
-            DType::BF16 => format!("rg_b2f(rg_f2b({x}))"),
-            DType::F32 if split => x.to_string(),
-            DType::F32 => format!("rg_from_bits(rg_f2tf32({x}))"),
+        let p_value = match self.ctx.storage {
+            DType::F16 => "rg_h2f(rg_f2h(rg_exp(sv[j] - mx)))",
+            DType::BF16 => "rg_b2f(rg_f2b(rg_exp(sv[j] - mx)))",
+            DType::F32 if split => "rg_exp(sv[j] - mx)",
+            DType::F32 => "rg_from_bits(rg_f2tf32(rg_exp(sv[j] - mx)))",
         };
-        let p_value = round_p("rg_exp(sv[j] - mx)");
         let mut sh = Shader::new(self.ctx, (PIVOT_WARPS * 32, 1));
         let row_tiles = n.div_ceil(PIVOT_TILE);
         let tiles = batch * heads * row_tiles * row_tiles;
