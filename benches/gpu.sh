@@ -34,15 +34,17 @@ echo "== rgnn $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(head -1 "
 
 if has fixtures; then
 echo "== fixtures on --backend cuda" | tee -a "$LOG"
-for dtype in f32 bf16 f16; do
-    "$PY" tools/check_backend.py --backend cuda --dtype "$dtype" --rgnn "$RGNN" > "$OUT/fixtures-$dtype.txt" 2>&1
-    tail -1 "$OUT/fixtures-$dtype.txt" | tee -a "$LOG"
+# f32-simt: the SIMT kernels (f32 otherwise runs GEMMs and pivot attention as split tf32 on sm_80+).
+for run in f32 bf16 f16 tf32 f32-simt; do
+    vars=
+    case $run in
+        tf32) flags="--dtype f32 --tf32" ;;
+        f32-simt) flags="--dtype f32"; vars=RGNN_CUDA_TENSOR_CORES=0 ;;
+        *) flags="--dtype $run" ;;
+    esac
+    env $vars "$PY" tools/check_backend.py --backend cuda $flags --rgnn "$RGNN" > "$OUT/fixtures-$run.txt" 2>&1
+    tail -1 "$OUT/fixtures-$run.txt" | tee -a "$LOG"
 done
-"$PY" tools/check_backend.py --backend cuda --dtype f32 --tf32 --rgnn "$RGNN" > "$OUT/fixtures-tf32.txt" 2>&1
-tail -1 "$OUT/fixtures-tf32.txt" | tee -a "$LOG"
-# The SIMT kernels too (f32 otherwise runs GEMMs and pivot attention as split tf32 on sm_80+).
-RGNN_CUDA_TENSOR_CORES=0 "$PY" tools/check_backend.py --backend cuda --dtype f32 --rgnn "$RGNN" > "$OUT/fixtures-f32-simt.txt" 2>&1
-tail -1 "$OUT/fixtures-f32-simt.txt" | tee -a "$LOG"
 # Registers and spills of every kernel of a FloydNet block and an RGAT layer, per storage type.
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 "$SYNTH" --floydnet 64 --channels 128 --heads 8 --batch 1 --out "$OUT/data-ptxas" >>"$LOG" 2>&1
