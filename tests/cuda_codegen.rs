@@ -219,37 +219,15 @@ fn every_degree_class_of_the_traversal_matches_the_cpu_backend() {
     let clang = clang();
     let dir = std::env::temp_dir().join(format!("rgnn-cuda-classes-{}", std::process::id()));
     let mut failures = vec![];
-    for (i, case) in ["rgcn_mean", "rgcn_max", "rgcn_add", "rgat_add_across_h3", "rgat_mul_within_h2_d2_mean", "hgt_h4"].iter().enumerate()
-    {
-        let model = Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap();
-        let graph = match Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap() {
-            Graph::Relational(g) => {
-                // 300 nodes, 3 in-edges on average; nodes 1..=12 get 20 to 130 more, node 0 400.
-                let f = g.x.as_ref().map_or(0, |x| x.shape[1]);
-                let relations = g.rel.iter().copied().max().map_or(1, |m| m as usize + 1);
-                let n = 300;
-                let mut edges = random_edges(n, 900, relations, relations, n, 0, 1 + i as u64);
-                for v in 0..=12usize {
-                    let extra = if v == 0 { 400 } else { 20 + 10 * v };
-                    edges.extend(random_edges(n, extra, relations, relations, n, 0, 100 + v as u64).into_iter().map(|(s, _, r)| (s, v, r)));
-                }
-                Graph::from_bytes("degree classes", graph_bytes(n, f, &edges, 7)).unwrap()
-            }
-            Graph::Hetero(mut g) => {
-                // The same in-degrees for papers 0..=12, through citations.
-                let papers = g.num_nodes["paper"];
-                let (src, dst) = g.edges.get_mut("paper__cites__paper").expect("the HGT fixture has citations");
-                let mut rng = Lcg(5);
-                for v in 0..=12u32 {
-                    for _ in 0..if v == 0 { 400 } else { 20 + 10 * v } {
-                        src.push(rng.below(papers) as u32);
-                        dst.push(v);
-                    }
-                }
-                Graph::Hetero(g)
-            }
-            Graph::Pair(_) => unreachable!("{case} is not a FloydNet case"),
+    for (i, case) in DEGREE_CLASS_CASES.iter().enumerate() {
+        // The multiplicative attention fixture's messages (heads × dim × channels) are 32 wide,
+        // which takes column-split warps: narrower here, for the warps that split the segments.
+        let model = if *case == "rgat_mul_within_h2_d2_mean" {
+            model_of_width(case, 8)
+        } else {
+            Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap()
         };
+        let graph = degree_class_graph(case, i as u64);
         let generated = rgnn::runtime::emit_cuda(&model, &graph, CompileOptions::default(), 8).unwrap();
         let labels: Vec<&str> = generated.dispatches.iter().map(|d| d.label.as_str()).collect();
         for class in ["(warps)", "(hubs)"] {
@@ -278,6 +256,150 @@ fn every_degree_class_of_the_traversal_matches_the_cpu_backend() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Wide messages (64 columns) take a column-split warp for every destination below a hub (lanes
+/// over the columns, the row arrays in the warp's shared memory): every traversal form on the
+/// degree-class graphs against the CPU backend (f32 within 1e-5), and the kernels' PTX has the
+/// warp barriers and no local memory.
+#[test]
+fn column_split_traversal_matches_the_cpu_backend() {
+    let Some(cxx) = host_compiler() else { return };
+    let clang = clang();
+    let dir = std::env::temp_dir().join(format!("rgnn-cuda-columns-{}", std::process::id()));
+    let mut failures = vec![];
+    for (i, case) in DEGREE_CLASS_CASES.iter().enumerate() {
+        let model = model_of_width(case, 64);
+        let graph = degree_class_graph(case, i as u64);
+        let generated = rgnn::runtime::emit_cuda(&model, &graph, CompileOptions::default(), 8).unwrap();
+        let columns: Vec<_> = generated.dispatches.iter().filter(|d| d.label.contains("(columns)")).collect();
+        if columns.is_empty() {
+            let labels: Vec<&str> = generated.dispatches.iter().map(|d| d.label.as_str()).collect();
+            failures.push(format!("{case} (wide): no column-split traversal in {labels:?}"));
+        }
+        if let Some(clang) = &clang {
+            std::fs::create_dir_all(&dir).unwrap();
+            for (j, d) in columns.iter().enumerate() {
+                let what = format!("{case} (wide) {}", d.label);
+                match compile(clang, &dir, &format!("{case}-wide-{j}"), &d.source) {
+                    Ok(ptx) if !ptx.contains("bar.warp.sync") => failures.push(format!("{what}: no warp barrier in the PTX")),
+                    Ok(ptx) if ptx.contains(".local") => failures.push(format!("{what}: local memory in the PTX")),
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("{what}: {e}")),
+                }
+            }
+        }
+        let what = format!("{case} (wide)");
+        failures.extend(host_emulation_against_cpu(
+            &what,
+            &model,
+            &graph,
+            CompileOptions::default(),
+            false,
+            1e-5,
+            &cxx,
+            &dir.join(i.to_string()),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The traversal forms the degree-class tests cover (fixture names).
+const DEGREE_CLASS_CASES: [&str; 6] = ["rgcn_mean", "rgcn_max", "rgcn_add", "rgat_add_across_h3", "rgat_mul_within_h2_d2_mean", "hgt_h4"];
+
+/// `case`'s fixture graph, remade so that all three degree classes occur: 300 nodes with 3
+/// in-edges on average; nodes 1..=12 get 20 to 130 more, node 0 400 (HGT: the same in-degrees for
+/// papers 0..=12, through citations).
+fn degree_class_graph(case: &str, seed: u64) -> Graph {
+    match Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap() {
+        Graph::Relational(g) => {
+            let f = g.x.as_ref().map_or(0, |x| x.shape[1]);
+            let relations = g.rel.iter().copied().max().map_or(1, |m| m as usize + 1);
+            let n = 300;
+            let mut edges = random_edges(n, 900, relations, relations, n, 0, 1 + seed);
+            for v in 0..=12usize {
+                let extra = if v == 0 { 400 } else { 20 + 10 * v };
+                edges.extend(random_edges(n, extra, relations, relations, n, 0, 100 + v as u64).into_iter().map(|(s, _, r)| (s, v, r)));
+            }
+            Graph::from_bytes("degree classes", graph_bytes(n, f, &edges, 7)).unwrap()
+        }
+        Graph::Hetero(mut g) => {
+            let papers = g.num_nodes["paper"];
+            let (src, dst) = g.edges.get_mut("paper__cites__paper").expect("the HGT fixture has citations");
+            let mut rng = Lcg(5);
+            for v in 0..=12u32 {
+                for _ in 0..if v == 0 { 400 } else { 20 + 10 * v } {
+                    src.push(rng.below(papers) as u32);
+                    dst.push(v);
+                }
+            }
+            Graph::Hetero(g)
+        }
+        Graph::Pair(_) => unreachable!("{case} is not a FloydNet case"),
+    }
+}
+
+/// A model of `case`'s form (the fixture's inputs, relations, attention and heads; random
+/// weights) whose layer outputs `w` columns: RGCN `w` channels, RGAT two heads of `w / 2`, HGT
+/// four heads of `w / 4`.
+fn model_of_width(case: &str, w: usize) -> Model {
+    let layer = |body: &str| format!(r#"{{"format": "rgnn/1", "model": "{case}_{w}", "layers": [{{"prefix": "c", {body}}}]}}"#);
+    let rgcn = |aggr: &str| {
+        let config = layer(&format!(
+            r#""type": "RGCNConv", "in_channels": 16, "out_channels": {w}, "num_relations": 6, "num_bases": null, "num_blocks": null, "aggr": "{aggr}", "root_weight": true, "bias": true, "activation": null"#
+        ));
+        let weights = [("c.weight", vec![6, 16, w]), ("c.root", vec![16, w]), ("c.bias", vec![w])];
+        (config, weights.map(|(n, s)| (n.to_string(), s)).to_vec())
+    };
+    let rgat = |mode: &str, mechanism: &str, dim: usize, concat: bool| {
+        let h = w / 2;
+        let config = layer(&format!(
+            r#""type": "RGATConv", "in_channels": 16, "out_channels": {h}, "num_relations": 5, "heads": 2, "dim": {dim}, "concat": {concat}, "attention_mode": "{mode}", "attention_mechanism": "{mechanism}", "negative_slope": 0.2, "bias": true, "num_bases": null, "num_blocks": null, "mod": null, "edge_dim": null, "activation": null"#
+        ));
+        let weights = vec![
+            ("c.weight", vec![5, 16, w]),
+            ("c.q", vec![w, 2 * dim]),
+            ("c.k", vec![w, 2 * dim]),
+            ("c.bias", vec![w]),
+            ("c.l1", vec![1, h]),
+            ("c.b1", vec![1, h]),
+            ("c.l2", vec![h, h]),
+            ("c.b2", vec![1, h]),
+            ("c.w", vec![h]),
+        ];
+        (config, weights.into_iter().map(|(n, s)| (n.to_string(), s)).collect())
+    };
+    let (config, weights) = match case {
+        "rgcn_mean" => rgcn("mean"),
+        "rgcn_max" => rgcn("max"),
+        "rgcn_add" => rgcn("add"),
+        "rgat_add_across_h3" => rgat("additive-self-attention", "across-relation", 1, true),
+        "rgat_mul_within_h2_d2_mean" => rgat("multiplicative-self-attention", "within-relation", 2, false),
+        "hgt_h4" => {
+            let config = format!(
+                r#"{{"format": "rgnn/1", "model": "hgt_h4_{w}", "layers": [{{"type": "HGTConv", "prefix": "c", "in_channels": {{"paper": 16, "author": 12, "institution": 8}}, "out_channels": {w}, "heads": 4, "activation": "relu"}}], "metadata": {{"node_types": ["paper", "author", "institution"], "edge_types": [["paper", "cites", "paper"], ["author", "writes", "paper"], ["paper", "written_by", "author"], ["institution", "employs", "author"]]}}}}"#
+            );
+            let d = w / 4;
+            let mut weights = vec![("c.k_rel.weight".to_string(), vec![16, d, d]), ("c.v_rel.weight".to_string(), vec![16, d, d])];
+            for (t, f) in [("paper", 16), ("author", 12), ("institution", 8)] {
+                weights.extend([
+                    (format!("c.kqv_lin.lins.{t}.weight"), vec![3 * w, f]),
+                    (format!("c.kqv_lin.lins.{t}.bias"), vec![3 * w]),
+                    (format!("c.out_lin.lins.{t}.weight"), vec![w, w]),
+                    (format!("c.out_lin.lins.{t}.bias"), vec![w]),
+                    (format!("c.skip.{t}"), vec![1]),
+                ]);
+            }
+            for e in ["paper__cites__paper", "author__writes__paper", "paper__written_by__author", "institution__employs__author"] {
+                weights.push((format!("c.p_rel.{e}"), vec![1, 4]));
+            }
+            (config, weights)
+        }
+        _ => unreachable!("no model of {case}'s form"),
+    };
+    let weights: Vec<(&str, Vec<usize>)> = weights.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
+    Model::from_bytes(case, model_bytes(&config, &weights, 11)).unwrap()
 }
 
 /// The tensor-core GEMM on each way its A operand arrives (`cp.async` of 16 or 4 bytes, plain

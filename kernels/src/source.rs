@@ -190,6 +190,8 @@ pub struct Shader<'c, 'a> {
     /// lane-strided (lane `lane` takes columns lane, lane + 32, ...), each followed by a warp
     /// barrier so the next op may read any lane's columns; reductions end in warp shuffles.
     pub warp_rows: Option<usize>,
+    /// The most of the warp's shared slice (floats) any point of the body has used.
+    pub warp_rows_peak: usize,
 }
 
 impl<'c, 'a> Shader<'c, 'a> {
@@ -204,6 +206,7 @@ impl<'c, 'a> Shader<'c, 'a> {
             workgroup,
             divergent_loops: false,
             warp_rows: None,
+            warp_rows_peak: 0,
         }
     }
 
@@ -272,6 +275,19 @@ impl<'c, 'a> Shader<'c, 'a> {
     pub fn table(&mut self, data: Vec<u32>) -> ArrayRef {
         self.tables.push(data);
         ArrayRef::Table(self.tables.len() - 1)
+    }
+
+    /// Declaration of a zeroed row array of `len` floats: a local array, or in a warp-per-row
+    /// kernel the next `len` floats of the warp's shared slice, zeroed by the lanes.
+    pub fn row_array(&mut self, name: &str, len: usize) -> String {
+        match self.warp_rows {
+            Some(at) => {
+                self.warp_rows = Some(at + len);
+                self.warp_rows_peak = self.warp_rows_peak.max(at + len);
+                format!("float* {name} = rg_ws + {at}u; {} {name}[c] = 0.0f; }} {WARP_SYNC}", column_loop(self.lang, true, "c", len))
+            }
+            None => self.lang.arr(name, len),
+        }
     }
 
     pub fn line(&mut self, text: &str) {
@@ -379,6 +395,7 @@ impl<'c, 'a> Shader<'c, 'a> {
                 Some(at) => {
                     let _ = writeln!(b, "{indent}float* {o} = rg_ws + {at}u;");
                     *at += w;
+                    self.warp_rows_peak = self.warp_rows_peak.max(*at);
                 }
                 None => {
                     let _ = writeln!(b, "{indent}{}", l.arr(&o, w));

@@ -16,7 +16,9 @@
 //!   atomics. Destinations go by degree class: a thread each for the few in-edges most have; in
 //!   CUDA a warp each from [`WARP_ITEMS`] in-edges (lanes split the edges, or segments, and merge
 //!   by warp shuffles); a workgroup each from [`HUB_ITEMS`] ("hubs": threads merge through
-//!   workgroup memory).
+//!   workgroup memory). In CUDA, messages of [`COLUMN_MIN_WIDTH`] columns or more take a warp
+//!   per destination below a hub with the lanes over the columns instead (coalesced rows, the
+//!   row arrays in the warp's shared memory).
 //! - **pivot attention**: one thread per (pair, head) with an online softmax over pivots; in
 //!   CUDA with tensor cores, a block per 16 × 16 query pairs of one head, both score terms and
 //!   both halves of P·V as `mma.sync` products (see `Templates::pivot_mma`).
@@ -38,6 +40,10 @@ enum Nodes {
     Warps(Vec<u32>),
     /// The listed nodes, one workgroup each.
     Hubs(Vec<u32>),
+    /// The listed nodes (`None`: every node), one warp each with the lanes over the message's
+    /// columns (CUDA): each edge row is read whole by the warp, the row arrays live in shared
+    /// memory, and the warp walks the edges in order (no merge).
+    Columns(Option<Vec<u32>>),
 }
 
 /// In CUDA, destinations with at least this many in-edges (or segments) get a warp of their own:
@@ -45,6 +51,13 @@ enum Nodes {
 pub const WARP_ITEMS: usize = 32;
 /// Warps per block of a warp-per-destination traversal.
 const WARPS_PER_GROUP: usize = 4;
+/// In CUDA, traversals whose messages have at least this many columns put a warp on every
+/// destination below [`HUB_ITEMS`] with its lanes over the columns ([`Nodes::Columns`]), when the
+/// rows fit [`WARP_ROW_FLOATS`]: a thread per destination would read rows uncoalesced and keep
+/// them in local memory.
+const COLUMN_MIN_WIDTH: usize = 32;
+/// Stands for the warp slice's size in a column-split traversal until the body is written.
+const WARP_SLICE_MARK: &str = "RG_WARP_SLICE_FLOATS";
 /// Destinations with at least this many in-edges (or segments) get a workgroup of their own.
 pub const HUB_ITEMS: usize = 256;
 /// Threads of a hub workgroup, and columns combined per step through workgroup memory.
@@ -102,6 +115,15 @@ struct MmaOperands {
 
 /// f16 / bf16 storage: 16-bit operands, K = 16; f32: tf32 bit patterns, K = 8, or with `split`
 /// whole f32 bits that `rg_mma_tf32x3` splits.
+/// At least the floats of a column-split traversal's shared slice per warp: the destination's
+/// accumulators, the softmax statistics (seven arrays at most), two live copies of the edge
+/// program (the two-pass softmax's logits beside the message) and the epilogue.
+fn column_floats(t: &TraversalKernel) -> usize {
+    let width = t.edge.widths[t.edge.result()];
+    let logits = t.edge.ops.iter().filter_map(|o| if let RowOp::Softmax { x, .. } = o { Some(t.edge.widths[*x]) } else { None }).max();
+    2 * width + 7 * logits.unwrap_or(0) + 2 * t.edge.widths.iter().sum::<usize>() + t.epilogue.widths.iter().sum::<usize>()
+}
+
 fn mma_operands(storage: DType, split: bool) -> MmaOperands {
     let (ty, convert, mma, k_step) = match storage {
         DType::F16 => ("unsigned short", "rg_f2h", "rg_mma_f16", 16),
@@ -612,7 +634,9 @@ impl<'c, 'a> Templates<'c, 'a> {
 
     /// The traversal's dispatches: one thread per destination, or, where the kernel can split a
     /// destination's work, one per degree class: a thread each below [`WARP_ITEMS`] in-edges
-    /// (segments), a warp each (CUDA) below [`HUB_ITEMS`], a workgroup each from there.
+    /// (segments), a warp each (CUDA) below [`HUB_ITEMS`], a workgroup each from there. Wide
+    /// messages in CUDA take a column-split warp ([`Nodes::Columns`]) in place of the thread and
+    /// warp classes.
     fn traversals(&self, k: usize, t: &TraversalKernel) -> Result<Vec<Dispatch>, String> {
         let g = self.ctx.g;
         let items = |v: usize| {
@@ -624,11 +648,20 @@ impl<'c, 'a> Templates<'c, 'a> {
             }
         };
         let two_pass_softmax = !t.online_softmax && t.edge.ops.iter().any(|o| matches!(o, RowOp::Softmax { .. }));
-        let splittable = t.domain == Domain::Node(None) && !two_pass_softmax && t.edge.widths[t.edge.result()] <= MAX_HUB_WIDTH;
+        let width = t.edge.widths[t.edge.result()];
+        let splittable = t.domain == Domain::Node(None) && !two_pass_softmax && width <= MAX_HUB_WIDTH;
+        let columns = self.l == Lang::Cuda && width >= COLUMN_MIN_WIDTH && column_floats(t) <= WARP_ROW_FLOATS;
         if !splittable {
-            return Ok(vec![self.traversal(k, t, Nodes::All)?]);
+            return Ok(vec![self.traversal(k, t, if columns { Nodes::Columns(None) } else { Nodes::All })?]);
         }
-        let warp_from = if self.l == Lang::Cuda { WARP_ITEMS } else { HUB_ITEMS };
+        // With column-split warps every destination below a hub takes one.
+        let warp_from = if columns {
+            0
+        } else if self.l == Lang::Cuda {
+            WARP_ITEMS
+        } else {
+            HUB_ITEMS
+        };
         let (mut threads, mut warps, mut hubs) = (vec![], vec![], vec![]);
         for v in 0..g.num_nodes {
             let n = items(v);
@@ -641,6 +674,9 @@ impl<'c, 'a> Templates<'c, 'a> {
             };
             class.push(v as u32);
         }
+        if hubs.is_empty() && columns {
+            return Ok(vec![self.traversal(k, t, Nodes::Columns(None))?]);
+        }
         if warps.is_empty() && hubs.is_empty() {
             return Ok(vec![self.traversal(k, t, Nodes::All)?]);
         }
@@ -649,7 +685,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             out.push(self.traversal(k, t, Nodes::Listed(threads))?);
         }
         if !warps.is_empty() {
-            out.push(self.traversal(k, t, Nodes::Warps(warps))?);
+            out.push(self.traversal(k, t, if columns { Nodes::Columns(Some(warps)) } else { Nodes::Warps(warps) })?);
         }
         if !hubs.is_empty() {
             out.push(self.traversal(k, t, Nodes::Hubs(hubs))?);
@@ -668,9 +704,15 @@ impl<'c, 'a> Templates<'c, 'a> {
             Nodes::All | Nodes::Listed(_) => (1, ROW_GROUP, ""),
             Nodes::Warps(_) => (32, 32 * WARPS_PER_GROUP, " (warps)"),
             Nodes::Hubs(_) => (HUB_THREADS, HUB_THREADS, " (hubs)"),
+            Nodes::Columns(_) => (1, 32 * WARPS_PER_GROUP, " (columns)"),
         };
         let label = format!("k{k} traversal{class}");
         let (hub, warp) = (matches!(nodes, Nodes::Hubs(_)), matches!(nodes, Nodes::Warps(_)));
+        // Column-split: loops over a row's columns are this lane's columns, each followed by a
+        // warp barrier (later loops read other lanes' softmax statistics).
+        let cols = matches!(nodes, Nodes::Columns(_));
+        let each = |v: &str, w: usize| column_loop(l, cols, v, w);
+        let end = if cols { format!("}} {WARP_SYNC}") } else { "}".to_string() };
         let mut sh = Shader::new(self.ctx, (group, 1));
         sh.divergent_loops = true;
         let wg = match nodes {
@@ -709,6 +751,28 @@ impl<'c, 'a> Templates<'c, 'a> {
                 sh.line(&format!("    if (hub >= {n}u) {{ return; }}\n    {}\n    {}", l.let_("v", &v), l.let_("lid", "li")));
                 wg
             }
+            Nodes::Columns(list) => {
+                // The slice's size is known once the body is written (`finish_traversal`).
+                let n = list.as_ref().map_or(self.ctx.g.num_nodes, Vec::len);
+                let wg = grid(n.div_ceil(WARPS_PER_GROUP), self.fin.max_workgroups_per_dim());
+                sh.line(&format!(
+                    "    const auto slot = (wg_x + wg_y * {}u) * {WARPS_PER_GROUP}u + (li >> 5u);
+    if (slot >= {n}u) {{ return; }}
+    const unsigned lane = li & 31u;
+    float* rg_ws = rg_ws_all + (li >> 5u) * {WARP_SLICE_MARK}u;",
+                    wg[0]
+                ));
+                let v = match list {
+                    Some(list) => {
+                        let table = sh.table(list);
+                        sh.ld(table, "slot")
+                    }
+                    None => "slot".to_string(),
+                };
+                sh.line(&format!("    {}", l.let_("v", &v)));
+                sh.warp_rows = Some(0);
+                wg
+            }
         };
         let item_domain = if t.over_segments { Domain::CompactDstRel } else { Domain::Edge };
         let out_w = self.ctx.kp.buffer(t.output).width;
@@ -736,19 +800,21 @@ impl<'c, 'a> Templates<'c, 'a> {
                 l.for_("p", from, to)
             }
         };
+        let (acc_decl, seg_acc_decl) = (sh.row_array("acc", width), sh.row_array("seg_acc", width));
         sh.line(&format!(
             "    {}\n    {}\n    {}\n    {}\n    {}\n    {}",
-            l.arr("acc", width),
-            l.arr("seg_acc", width),
+            acc_decl,
+            seg_acc_decl,
             l.var_u("count", "0u"),
             l.var_b("seen", "false"),
             l.let_("sb", &sb),
             l.let_("se", &se)
         ));
-        let each_w = l.for_("c", "0u", &format!("{width}u"));
+        let each_w = each("c", width);
         let sum = |a: &str, b: &str| format!("{a} + {b}");
         let max = |a: &str, b: &str| format!("rg_max({a}, {b})");
         let epilogue = |sh: &mut Shader, d: Domain, row: &str, acc: &str| -> Result<(), String> {
+            let scope = sh.warp_rows;
             sh.line("    {");
             sh.program(&t.epilogue, d, row, acc, acc, t.epilogue.ops.len(), "e", "        ");
             let er = t.epilogue.result();
@@ -756,7 +822,8 @@ impl<'c, 'a> Templates<'c, 'a> {
                 return Err(format!("k{k} traversal: epilogue width {} but output width {out_w}", t.epilogue.widths[er]));
             }
             let st = sh.st(ArrayRef::Data(t.output), &format!("({row}) * {out_w}u + c"), &format!("e{er}[c]"));
-            sh.line(&format!("        {} {st} }}\n    }}", l.for_("c", "0u", &format!("{out_w}u"))));
+            sh.line(&format!("        {} {st} {end}\n    }}", each("c", out_w)));
+            sh.warp_rows = scope;
             Ok(())
         };
         // A warp: combine the lanes' partial results by butterfly shuffles; lane 0 finishes.
@@ -810,44 +877,45 @@ impl<'c, 'a> Templates<'c, 'a> {
         };
 
         if t.online_softmax {
-            let (si, cols) = t.edge.softmax_weighting().ok_or_else(|| format!("k{k}: online softmax without a weighted message"))?;
+            let (si, weight_cols) = t.edge.softmax_weighting().ok_or_else(|| format!("k{k}: online softmax without a weighted message"))?;
             let RowOp::Softmax { x: logit, group } = t.edge.ops[si] else { unreachable!() };
             if t.domain == Domain::CompactDstRel || t.reduce != Reduce::Sum {
                 return Err(format!("k{k}: online softmax needs a sum over destinations"));
             }
             let lw = t.edge.widths[logit];
-            sh.globals.push_str(&l.table("softmax_col", &cols));
+            sh.globals.push_str(&l.table("softmax_col", &weight_cols));
             sh.globals.push('\n');
-            let each_l = l.for_("c", "0u", &format!("{lw}u"));
+            let each_l = each("c", lw);
+            let (ones, m, z) = (sh.row_array("ones", lw), sh.row_array("m", lw), sh.row_array("z", lw));
             let _ = writeln!(
                 sh.body,
                 "    {ones}
-    {each_l} ones[c] = {one}; }}
+    {each_l} ones[c] = {one}; {end}
     {m}
     {z}
-    {each_l} m[c] = {neg}; }}
+    {each_l} m[c] = {neg}; {end}
     {start_group}
     {sg_loop}
 {seg_filter}        {p_loop}
             if (start_group) {{
-                {each_l} m[c] = {neg}; z[c] = {zero}; }}
-                {each_w} seg_acc[c] = {zero}; }}
+                {each_l} m[c] = {neg}; z[c] = {zero}; {end}
+                {each_w} seg_acc[c] = {zero}; {end}
                 start_group = false;
             }}
             seen = true;
             count += 1u;
             {item_let}",
-                ones = l.arr("ones", lw),
                 one = f(1.0),
-                m = l.arr("m", lw),
-                z = l.arr("z", lw),
                 neg = f(NEG_BIG),
                 start_group = l.var_b("start_group", "true"),
                 sg_loop = l.for_("sg", "sb", "se"),
                 p_loop = items_loop(&pa, &pb),
                 item_let = l.let_("item", &item),
             );
+            let scope = sh.warp_rows;
             sh.program(&t.edge, item_domain, "item", "acc", "ones", t.edge.ops.len(), "s", "            ");
+            let (scale, weight) = (sh.row_array("scale", lw), sh.row_array("weight", lw));
+            sh.warp_rows = scope;
             let _ = writeln!(
                 sh.body,
                 "            {scale}
@@ -858,22 +926,20 @@ impl<'c, 'a> Templates<'c, 'a> {
                 weight[c] = rg_exp(s{logit}[c] - new_m);
                 z[c] = z[c] * scale[c] + weight[c];
                 m[c] = new_m;
-            }}
+            {end}
             {j_loop}
                 {col}
                 seg_acc[j] = seg_acc[j] * scale[col] + weight[col] * s{res}[j];
-            }}
+            {end}
         }}
         if (({rel_group} || sg + 1u == se) && !start_group) {{
-            {j_loop} acc[j] += seg_acc[j] / (z[softmax_col[j]] + {tiny}); }}
+            {j_loop} acc[j] += seg_acc[j] / (z[softmax_col[j]] + {tiny}); {end}
             start_group = true;
         }}
     }}",
-                scale = l.arr("scale", lw),
-                weight = l.arr("weight", lw),
                 new_m = l.let_("new_m", &format!("rg_max(m[c], s{logit}[c])")),
                 neg = f(NEG_BIG),
-                j_loop = l.for_("j", "0u", &format!("{width}u")),
+                j_loop = each("j", width),
                 col = l.let_("col", "softmax_col[j]"),
                 rel_group = group == SoftmaxGroup::DstRel,
                 tiny = f(1e-16),
@@ -941,7 +1007,7 @@ impl<'c, 'a> Templates<'c, 'a> {
                 warp_merge(&mut sh, &sum, &zero);
             }
             epilogue(&mut sh, Domain::Node(None), "v", "acc")?;
-            return Ok(self.fin.finish(sh, label, wg));
+            return Ok(self.finish_traversal(sh, label, wg));
         }
 
         // Softmax statistics over a range of items (two-pass form): max, then sum of exponentials.
@@ -950,22 +1016,25 @@ impl<'c, 'a> Templates<'c, 'a> {
             let RowOp::Softmax { x: logit, .. } = t.edge.ops[si] else { unreachable!() };
             let lw = t.edge.widths[logit];
             let item = if t.over_segments { "p".to_string() } else { sh.ix(IndexArray::DstEdges, "p") };
-            let each_l = l.for_("c", "0u", &format!("{lw}u"));
+            let each_l = each("c", lw);
             for pass in 0..2 {
                 if pass == 0 {
-                    sh.line(&format!("    {each_l} m[c] = {}; z[c] = {zero}; }}", f(NEG_BIG)));
+                    sh.line(&format!("    {each_l} m[c] = {}; z[c] = {zero}; {end}", f(NEG_BIG)));
                 }
+                let scope = sh.warp_rows;
                 sh.line(&format!("    {}\n        {}", l.for_("p", from, to), l.let_("item", &item)));
                 sh.program(&t.edge, item_domain, "item", "acc", "acc", si, "l", "        ");
                 let stmt =
                     if pass == 0 { format!("m[c] = rg_max(m[c], l{logit}[c]);") } else { format!("z[c] += rg_exp(l{logit}[c] - m[c]);") };
-                sh.line(&format!("        {each_l} {stmt} }}\n    }}"));
+                sh.line(&format!("        {each_l} {stmt} {end}\n    }}"));
+                sh.warp_rows = scope;
             }
         };
         if let Some(si) = softmax {
             let RowOp::Softmax { x: logit, group } = t.edge.ops[si] else { unreachable!() };
             let lw = t.edge.widths[logit];
-            sh.line(&format!("    {}\n    {}\n    {}", l.arr("m", lw), l.arr("z", lw), l.arr("alpha", lw)));
+            let arrays = [sh.row_array("m", lw), sh.row_array("z", lw), sh.row_array("alpha", lw)];
+            sh.line(&format!("    {}", arrays.join("\n    ")));
             if group == SoftmaxGroup::Dst {
                 let (from, to) = if t.over_segments {
                     ("sb".to_string(), "se".to_string())
@@ -981,33 +1050,31 @@ impl<'c, 'a> Templates<'c, 'a> {
                 stats(&mut sh, si, "pa", "pb");
             }
         }
-        sh.line(&format!("    {each_w} seg_acc[c] = {zero}; }}\n    {}\n        {}", items_loop("pa", "pb"), l.let_("item", &item)));
+        sh.line(&format!("    {each_w} seg_acc[c] = {zero}; {end}\n    {}\n        {}", items_loop("pa", "pb"), l.let_("item", &item)));
+        let scope = sh.warp_rows;
         if let Some(si) = softmax {
             let RowOp::Softmax { x: logit, .. } = t.edge.ops[si] else { unreachable!() };
             let lw = t.edge.widths[logit];
             sh.program(&t.edge, item_domain, "item", "acc", "alpha", si, "l", "        ");
-            sh.line(&format!(
-                "        {} alpha[c] = rg_exp(l{logit}[c] - m[c]) / (z[c] + {}); }}",
-                l.for_("c", "0u", &format!("{lw}u")),
-                f(1e-16)
-            ));
+            sh.line(&format!("        {} alpha[c] = rg_exp(l{logit}[c] - m[c]) / (z[c] + {}); {end}", each("c", lw), f(1e-16)));
         }
         sh.program(&t.edge, item_domain, "item", "acc", "alpha", t.edge.ops.len(), "s", "        ");
+        sh.warp_rows = scope;
         let (target, first) = if t.per_relation { ("seg_acc", "p == pa") } else { ("acc", "!seen") };
         let reduce = match t.reduce {
             Reduce::Sum | Reduce::Mean => format!("{target}[c] += s{res}[c];"),
             Reduce::Max => format!("{target}[c] = rg_sel(rg_max({target}[c], s{res}[c]), s{res}[c], {first});"),
         };
-        sh.line(&format!("        {each_w} {reduce} }}\n        seen = true;\n        count += 1u;\n    }}"));
+        sh.line(&format!("        {each_w} {reduce} {end}\n        seen = true;\n        count += 1u;\n    }}"));
         if t.per_relation {
             sh.line("    if (pb > pa) {");
             if t.reduce == Reduce::Mean {
-                sh.line(&format!("    {each_w} seg_acc[c] = seg_acc[c] / {}; }}", l.to_f("pb - pa")));
+                sh.line(&format!("    {each_w} seg_acc[c] = seg_acc[c] / {}; {end}", l.to_f("pb - pa")));
             }
             if t.domain == Domain::CompactDstRel {
                 epilogue(&mut sh, Domain::CompactDstRel, "sg", "seg_acc")?;
             } else {
-                sh.line(&format!("    {each_w} acc[c] += seg_acc[c]; }}"));
+                sh.line(&format!("    {each_w} acc[c] += seg_acc[c]; {end}"));
             }
             sh.line("    }");
         }
@@ -1024,11 +1091,22 @@ impl<'c, 'a> Templates<'c, 'a> {
                 warp_merge(&mut sh, combine, &ident);
             }
             if !t.per_relation && t.reduce == Reduce::Mean {
-                sh.line(&format!("    if (count > 0u) {{ {each_w} acc[c] = acc[c] / {}; }} }}", l.to_f("count")));
+                sh.line(&format!("    if (count > 0u) {{ {each_w} acc[c] = acc[c] / {}; {end} }}", l.to_f("count")));
             }
             epilogue(&mut sh, Domain::Node(None), "v", "acc")?;
         }
-        Ok(self.fin.finish(sh, label, wg))
+        Ok(self.finish_traversal(sh, label, wg))
+    }
+
+    /// Finish a traversal; a column-split one gets its warps' shared slices, now that the body
+    /// says how large they are.
+    fn finish_traversal(&self, mut sh: Shader, label: String, wg: [u32; 3]) -> Dispatch {
+        if sh.warp_rows.is_some() {
+            let floats = sh.warp_rows_peak.max(1);
+            sh.globals.push_str(&format!("__shared__ float rg_ws_all[{}];\n", WARPS_PER_GROUP * floats));
+            sh.body = sh.body.replace(WARP_SLICE_MARK, &floats.to_string());
+        }
+        self.fin.finish(sh, label, wg)
     }
 
     fn pivot(&self, k: usize, p: &PivotKernel) -> Result<Dispatch, String> {
