@@ -18,7 +18,8 @@
 //!   by warp shuffles); a workgroup each from [`HUB_ITEMS`] ("hubs": threads merge through
 //!   workgroup memory). In CUDA, messages of [`COLUMN_MIN_WIDTH`] columns or more take a warp
 //!   per destination below a hub with the lanes over the columns instead (coalesced rows, the
-//!   row arrays in the warp's shared memory).
+//!   row arrays in the warp's shared memory), and [`HUB_WARPS`] such warps per hub, merging
+//!   through their slices.
 //! - **pivot attention**: one thread per (pair, head) with an online softmax over pivots; in
 //!   CUDA with tensor cores, a block per 16 × 16 query pairs of one head, both score terms and
 //!   both halves of P·V as `mma.sync` products (see `Templates::pivot_mma`).
@@ -44,6 +45,9 @@ enum Nodes {
     /// columns (CUDA): each edge row is read whole by the warp, the row arrays live in shared
     /// memory, and the warp walks the edges in order (no merge).
     Columns(Option<Vec<u32>>),
+    /// The listed nodes, [`HUB_WARPS`] column-split warps each: warp w takes every
+    /// `HUB_WARPS`-th edge (or segment) from the w-th, and the warps merge through their slices.
+    ColumnHubs(Vec<u32>),
 }
 
 /// In CUDA, destinations with at least this many in-edges (or segments) get a warp of their own:
@@ -56,6 +60,8 @@ const WARPS_PER_GROUP: usize = 4;
 /// rows fit [`WARP_ROW_FLOATS`]: a thread per destination would read rows uncoalesced and keep
 /// them in local memory.
 const COLUMN_MIN_WIDTH: usize = 32;
+/// Warps of a column-split hub's block.
+const HUB_WARPS: usize = 8;
 /// Stands for the warp slice's size in a column-split traversal until the body is written.
 const WARP_SLICE_MARK: &str = "RG_WARP_SLICE_FLOATS";
 /// Destinations with at least this many in-edges (or segments) get a workgroup of their own.
@@ -116,12 +122,13 @@ struct MmaOperands {
 /// f16 / bf16 storage: 16-bit operands, K = 16; f32: tf32 bit patterns, K = 8, or with `split`
 /// whole f32 bits that `rg_mma_tf32x3` splits.
 /// At least the floats of a column-split traversal's shared slice per warp: the destination's
-/// accumulators, the softmax statistics (seven arrays at most), two live copies of the edge
-/// program (the two-pass softmax's logits beside the message) and the epilogue.
+/// accumulators, the softmax statistics (seven arrays at most), the edge program (twice with a
+/// two-pass softmax: its logits beside the message) and the epilogue.
 fn column_floats(t: &TraversalKernel) -> usize {
     let width = t.edge.widths[t.edge.result()];
     let logits = t.edge.ops.iter().filter_map(|o| if let RowOp::Softmax { x, .. } = o { Some(t.edge.widths[*x]) } else { None }).max();
-    2 * width + 7 * logits.unwrap_or(0) + 2 * t.edge.widths.iter().sum::<usize>() + t.epilogue.widths.iter().sum::<usize>()
+    let copies = if logits.is_some() && !t.online_softmax { 2 } else { 1 };
+    2 * width + 7 * logits.unwrap_or(0) + copies * t.edge.widths.iter().sum::<usize>() + t.epilogue.widths.iter().sum::<usize>()
 }
 
 fn mma_operands(storage: DType, split: bool) -> MmaOperands {
@@ -688,7 +695,8 @@ impl<'c, 'a> Templates<'c, 'a> {
             out.push(self.traversal(k, t, if columns { Nodes::Columns(Some(warps)) } else { Nodes::Warps(warps) })?);
         }
         if !hubs.is_empty() {
-            out.push(self.traversal(k, t, Nodes::Hubs(hubs))?);
+            let column_hubs = columns && HUB_WARPS * column_floats(t) <= ROW_WARPS * WARP_ROW_FLOATS;
+            out.push(self.traversal(k, t, if column_hubs { Nodes::ColumnHubs(hubs) } else { Nodes::Hubs(hubs) })?);
         }
         Ok(out)
     }
@@ -705,12 +713,14 @@ impl<'c, 'a> Templates<'c, 'a> {
             Nodes::Warps(_) => (32, 32 * WARPS_PER_GROUP, " (warps)"),
             Nodes::Hubs(_) => (HUB_THREADS, HUB_THREADS, " (hubs)"),
             Nodes::Columns(_) => (1, 32 * WARPS_PER_GROUP, " (columns)"),
+            Nodes::ColumnHubs(_) => (HUB_WARPS, 32 * HUB_WARPS, " (column hubs)"),
         };
         let label = format!("k{k} traversal{class}");
         let (hub, warp) = (matches!(nodes, Nodes::Hubs(_)), matches!(nodes, Nodes::Warps(_)));
         // Column-split: loops over a row's columns are this lane's columns, each followed by a
         // warp barrier (later loops read other lanes' softmax statistics).
-        let cols = matches!(nodes, Nodes::Columns(_));
+        let column_hub = matches!(nodes, Nodes::ColumnHubs(_));
+        let cols = column_hub || matches!(nodes, Nodes::Columns(_));
         let each = |v: &str, w: usize| column_loop(l, cols, v, w);
         let end = if cols { format!("}} {WARP_SYNC}") } else { "}".to_string() };
         let mut sh = Shader::new(self.ctx, (group, 1));
@@ -773,6 +783,27 @@ impl<'c, 'a> Templates<'c, 'a> {
                 sh.warp_rows = Some(0);
                 wg
             }
+            Nodes::ColumnHubs(list) => {
+                let n = list.len();
+                let table = sh.table(list);
+                let wg = grid(n, self.fin.max_workgroups_per_dim());
+                let v = sh.ld(table, "hub");
+                for name in ["wcnt", "wseen"] {
+                    sh.globals.push_str(&l.shared(name, Elem::U32, HUB_WARPS));
+                    sh.globals.push('\n');
+                }
+                sh.line(&format!(
+                    "    const auto hub = wg_x + wg_y * {}u;
+    if (hub >= {n}u) {{ return; }}
+    const auto v = {v};
+    const unsigned lid = li >> 5u;
+    const unsigned lane = li & 31u;
+    float* rg_ws = rg_ws_all + lid * {WARP_SLICE_MARK}u;",
+                    wg[0]
+                ));
+                sh.warp_rows = Some(0);
+                wg
+            }
         };
         let item_domain = if t.over_segments { Domain::CompactDstRel } else { Domain::Edge };
         let out_w = self.ctx.kp.buffer(t.output).width;
@@ -800,7 +831,11 @@ impl<'c, 'a> Templates<'c, 'a> {
                 l.for_("p", from, to)
             }
         };
+        // Where `acc` starts in a warp's slice (column hubs merge the slices).
+        let acc_at = sh.warp_rows.unwrap_or(0);
         let (acc_decl, seg_acc_decl) = (sh.row_array("acc", width), sh.row_array("seg_acc", width));
+        // Warp i's element `at + c` of a column hub.
+        let slice_of = |i: &str, at: usize| format!("rg_ws_all[{i} * {WARP_SLICE_MARK}u + {at}u + c]");
         sh.line(&format!(
             "    {}\n    {}\n    {}\n    {}\n    {}\n    {}",
             acc_decl,
@@ -875,6 +910,28 @@ impl<'c, 'a> Templates<'c, 'a> {
                 x = l.let_("x", &format!("wsh[i * {HUB_CHUNK}u + lid]")),
             );
         };
+        // Column hubs: warp 0 combines the warps' `acc` from their slices, and finishes.
+        let column_merge = |sh: &mut Shader, combine: &Combine, ident: &str| {
+            let op = combine("r", "x");
+            let _ = writeln!(
+                sh.body,
+                "    wcnt[lid] = count;
+    wseen[lid] = rg_selu(0u, 1u, seen);
+    {barrier}
+    if (lid != 0u) {{ return; }}
+    count = 0u;
+    {i_loop} count += wcnt[i]; }}
+    {each_w}
+        {r}
+        {i_loop} {x} r = {op}; }}
+        acc[c] = rg_sel({zero}, r, count > 0u);
+    {end}",
+                barrier = l.barrier(),
+                i_loop = l.for_("i", "0u", &format!("{HUB_WARPS}u")),
+                r = l.var_f("r", ident),
+                x = l.let_("x", &format!("rg_sel({ident}, {}, wseen[i] != 0u)", slice_of("i", acc_at))),
+            );
+        };
 
         if t.online_softmax {
             let (si, weight_cols) = t.edge.softmax_weighting().ok_or_else(|| format!("k{k}: online softmax without a weighted message"))?;
@@ -886,7 +943,11 @@ impl<'c, 'a> Templates<'c, 'a> {
             sh.globals.push_str(&l.table("softmax_col", &weight_cols));
             sh.globals.push('\n');
             let each_l = each("c", lw);
-            let (ones, m, z) = (sh.row_array("ones", lw), sh.row_array("m", lw), sh.row_array("z", lw));
+            let ones = sh.row_array("ones", lw);
+            let m_at = sh.warp_rows.unwrap_or(0);
+            let m = sh.row_array("m", lw);
+            let z_at = sh.warp_rows.unwrap_or(0);
+            let z = sh.row_array("z", lw);
             let _ = writeln!(
                 sh.body,
                 "    {ones}
@@ -1000,11 +1061,40 @@ impl<'c, 'a> Templates<'c, 'a> {
                     j_loop = l.for_("j", "0u", &format!("{width}u")),
                 );
             }
+            if column_hub && !segment_parallel {
+                // As for hubs, each warp reading the others' statistics from their slices.
+                let share = sh.row_array("share", lw);
+                let _ = writeln!(
+                    sh.body,
+                    "    {barrier}
+    {share}
+    {each_l}
+        {mx}
+        {i_loop} mx = rg_max(mx, {m_i}); }}
+        {total}
+        {i_loop} {mi} total += rg_sel({z_i} * rg_exp(mi - mx), {zero}, mi == {neg}); }}
+        share[c] = rg_sel(rg_sel(z[c] * rg_exp(m[c] - mx), {zero}, m[c] == {neg}) / total, {zero}, total == {zero});
+    {end}
+    {j_loop} acc[j] = acc[j] * share[softmax_col[j]]; {end}",
+                    barrier = l.barrier(),
+                    mx = l.var_f("mx", &f(NEG_BIG)),
+                    i_loop = l.for_("i", "0u", &format!("{HUB_WARPS}u")),
+                    m_i = slice_of("i", m_at),
+                    total = l.var_f("total", &zero),
+                    mi = l.let_("mi", &slice_of("i", m_at)),
+                    z_i = slice_of("i", z_at),
+                    neg = f(NEG_BIG),
+                    j_loop = each("j", width),
+                );
+            }
             if hub {
                 merge(&mut sh, &sum, &zero);
             }
             if warp {
                 warp_merge(&mut sh, &sum, &zero);
+            }
+            if column_hub {
+                column_merge(&mut sh, &sum, &zero);
             }
             epilogue(&mut sh, Domain::Node(None), "v", "acc")?;
             return Ok(self.finish_traversal(sh, label, wg));
@@ -1090,6 +1180,9 @@ impl<'c, 'a> Templates<'c, 'a> {
             if warp {
                 warp_merge(&mut sh, combine, &ident);
             }
+            if column_hub {
+                column_merge(&mut sh, combine, &ident);
+            }
             if !t.per_relation && t.reduce == Reduce::Mean {
                 sh.line(&format!("    if (count > 0u) {{ {each_w} acc[c] = acc[c] / {}; {end} }}", l.to_f("count")));
             }
@@ -1103,7 +1196,8 @@ impl<'c, 'a> Templates<'c, 'a> {
     fn finish_traversal(&self, mut sh: Shader, label: String, wg: [u32; 3]) -> Dispatch {
         if sh.warp_rows.is_some() {
             let floats = sh.warp_rows_peak.max(1);
-            sh.globals.push_str(&format!("__shared__ float rg_ws_all[{}];\n", WARPS_PER_GROUP * floats));
+            let warps = sh.workgroup.0 / 32;
+            sh.globals.push_str(&format!("__shared__ float rg_ws_all[{}];\n", warps * floats));
             sh.body = sh.body.replace(WARP_SLICE_MARK, &floats.to_string());
         }
         self.fin.finish(sh, label, wg)
