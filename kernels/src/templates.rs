@@ -818,7 +818,13 @@ impl<'c, 'a> Templates<'c, 'a> {
         // Threads sharing a destination take every `lanes`-th item (edge-parallel) or, when
         // results are per (destination, relation) segment, every `lanes`-th segment.
         let softmax_group = t.edge.ops.iter().find_map(|o| if let RowOp::Softmax { group, .. } = o { Some(*group) } else { None });
-        let segment_parallel = t.per_relation || softmax_group == Some(SoftmaxGroup::DstRel);
+        // A per-relation mean (or sum) summed over relations is a sum over the edges, each message
+        // divided by its segment's size: threads sharing a destination then split its edges, not
+        // its segments (a hub's edges may all be of one relation).
+        let scaled_segments =
+            t.per_relation && t.domain == Domain::Node(None) && softmax_group.is_none() && matches!(t.reduce, Reduce::Sum | Reduce::Mean);
+        let per_segment = t.per_relation && !scaled_segments;
+        let segment_parallel = per_segment || softmax_group == Some(SoftmaxGroup::DstRel);
         let seg_filter =
             if lanes > 1 && segment_parallel { format!("        if (sg % {lanes}u != lid) {{ continue; }}\n") } else { String::new() };
         // The loop over a segment's items `from..to`: a thread's own, the first at or after
@@ -1150,13 +1156,14 @@ impl<'c, 'a> Templates<'c, 'a> {
         }
         sh.program(&t.edge, item_domain, "item", "acc", "alpha", t.edge.ops.len(), "s", "        ");
         sh.warp_rows = scope;
-        let (target, first) = if t.per_relation { ("seg_acc", "p == pa") } else { ("acc", "!seen") };
+        let (target, first) = if per_segment { ("seg_acc", "p == pa") } else { ("acc", "!seen") };
         let reduce = match t.reduce {
+            Reduce::Mean if scaled_segments => format!("{target}[c] += s{res}[c] / {};", l.to_f("pb - pa")),
             Reduce::Sum | Reduce::Mean => format!("{target}[c] += s{res}[c];"),
             Reduce::Max => format!("{target}[c] = rg_sel(rg_max({target}[c], s{res}[c]), s{res}[c], {first});"),
         };
         sh.line(&format!("        {each_w} {reduce} {end}\n        seen = true;\n        count += 1u;\n    }}"));
-        if t.per_relation {
+        if per_segment {
             sh.line("    if (pb > pa) {");
             if t.reduce == Reduce::Mean {
                 sh.line(&format!("    {each_w} seg_acc[c] = seg_acc[c] / {}; {end}", l.to_f("pb - pa")));
