@@ -8,7 +8,7 @@
 
 mod common;
 use common::*;
-use rgnn::codegen::CompileOptions;
+use rgnn::codegen::{CompileOptions, LowerOptions};
 use rgnn::ir::level2::DType;
 use rgnn::{Graph, Model};
 use std::io::Write;
@@ -262,31 +262,37 @@ fn every_degree_class_of_the_traversal_matches_the_cpu_backend() {
 /// over the columns, the row arrays in the warp's shared memory) and column-split warps merging
 /// through their slices for hubs: every traversal form on the degree-class graphs against the
 /// CPU backend (f32 within 1e-5), and the kernels' PTX has the warp barriers and no local memory.
-/// (RGCN with max reduces per (destination, relation) segment, a warp each: no hubs there.)
+/// (RGCN with max reduces per (destination, relation) segment, a warp each: no hubs there; nor
+/// with the two-pass softmax, also run for the attention forms.)
 #[test]
 fn column_split_traversal_matches_the_cpu_backend() {
     let Some(cxx) = host_compiler() else { return };
     let clang = clang();
     let dir = std::env::temp_dir().join(format!("rgnn-cuda-columns-{}", std::process::id()));
     let mut failures = vec![];
-    for (i, case) in DEGREE_CLASS_CASES.iter().enumerate() {
+    let two_pass = CompileOptions { lower: LowerOptions { online_softmax: false }, ..Default::default() };
+    let runs = DEGREE_CLASS_CASES
+        .iter()
+        .map(|c| (*c, CompileOptions::default(), ""))
+        .chain(["rgat_add_across_h3", "rgat_mul_within_h2_d2_mean", "hgt_h4"].into_iter().map(|c| (c, two_pass, ", two-pass softmax")));
+    for (i, (case, options, how)) in runs.enumerate() {
         // 12 relations: a hub's segments reach every warp of its block.
         let model = model_of_width(case, 64, 12);
         let graph = degree_class_graph(case, i as u64, Some(12));
-        let generated = rgnn::runtime::emit_cuda(&model, &graph, CompileOptions::default(), 8).unwrap();
+        let generated = rgnn::runtime::emit_cuda(&model, &graph, options, 8).unwrap();
         let labels: Vec<&str> = generated.dispatches.iter().map(|d| d.label.as_str()).collect();
         for class in ["(columns)", "(column hubs)"] {
-            let expected = !(*case == "rgcn_max" && class == "(column hubs)");
+            let expected = !((case == "rgcn_max" || !how.is_empty()) && class == "(column hubs)");
             if expected && !labels.iter().any(|l| l.contains(class)) {
-                failures.push(format!("{case} (wide): no traversal {class} in {labels:?}"));
+                failures.push(format!("{case} (wide{how}): no traversal {class} in {labels:?}"));
             }
         }
         let columns: Vec<_> = generated.dispatches.iter().filter(|d| d.label.contains("(column")).collect();
         if let Some(clang) = &clang {
             std::fs::create_dir_all(&dir).unwrap();
             for (j, d) in columns.iter().enumerate() {
-                let what = format!("{case} (wide) {}", d.label);
-                match compile(clang, &dir, &format!("{case}-wide-{j}"), &d.source) {
+                let what = format!("{case} (wide{how}) {}", d.label);
+                match compile(clang, &dir, &format!("{case}-wide-{i}-{j}"), &d.source) {
                     Ok(ptx) if !ptx.contains("bar.warp.sync") => failures.push(format!("{what}: no warp barrier in the PTX")),
                     Ok(ptx) if ptx.contains(".local") => failures.push(format!("{what}: local memory in the PTX")),
                     Ok(_) => {}
@@ -294,17 +300,8 @@ fn column_split_traversal_matches_the_cpu_backend() {
                 }
             }
         }
-        let what = format!("{case} (wide)");
-        failures.extend(host_emulation_against_cpu(
-            &what,
-            &model,
-            &graph,
-            CompileOptions::default(),
-            false,
-            1e-5,
-            &cxx,
-            &dir.join(i.to_string()),
-        ));
+        let what = format!("{case} (wide{how})");
+        failures.extend(host_emulation_against_cpu(&what, &model, &graph, options, false, 1e-5, &cxx, &dir.join(i.to_string())));
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
