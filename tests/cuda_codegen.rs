@@ -312,17 +312,25 @@ const DEGREE_CLASS_CASES: [&str; 6] = ["rgcn_mean", "rgcn_max", "rgcn_add", "rga
 
 /// `case`'s fixture graph, remade so that all three degree classes occur: 300 nodes with 3
 /// in-edges on average; nodes 1..=12 get 20 to 130 more, node 0 400 (HGT: the same in-degrees for
-/// papers 0..=12, through citations); over `relations` relations, or the fixture's.
+/// papers 0..=12, through citations); over `relations` relations, or the fixture's. With
+/// `relations` given, node 0 gets 600 more in-edges of relation 0 and node 13 100 of relation 1:
+/// segments longer than a warp walks in one batch of edges, in a hub and below.
 fn degree_class_graph(case: &str, seed: u64, relations: Option<usize>) -> Graph {
     match Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap() {
         Graph::Relational(g) => {
             let f = g.x.as_ref().map_or(0, |x| x.shape[1]);
+            let long_segments = relations.is_some();
             let relations = relations.unwrap_or_else(|| g.rel.iter().copied().max().map_or(1, |m| m as usize + 1));
             let n = 300;
             let mut edges = random_edges(n, 900, relations, relations, n, 0, 1 + seed);
             for v in 0..=12usize {
                 let extra = if v == 0 { 400 } else { 20 + 10 * v };
                 edges.extend(random_edges(n, extra, relations, relations, n, 0, 100 + v as u64).into_iter().map(|(s, _, r)| (s, v, r)));
+            }
+            if long_segments {
+                for (v, r, extra) in [(0, 0, 600), (13, 1, 100)] {
+                    edges.extend(random_edges(n, extra, 1, 1, n, 0, 200 + v as u64).into_iter().map(|(s, _, _)| (s, v, r)));
+                }
             }
             Graph::from_bytes("degree classes", graph_bytes(n, f, &edges, 7)).unwrap()
         }

@@ -169,6 +169,9 @@ RG_FN unsigned rg_shfl_xor_u(unsigned v, unsigned m) {
 RG_FN float rg_shfl_xor(float v, unsigned m) {
     float r; asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(m)); return r;
 }
+RG_FN unsigned rg_shfl_idx_u(unsigned v, unsigned src) {
+    unsigned r; asm volatile("shfl.sync.idx.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=r"(r) : "r"(v), "r"(src)); return r;
+}
 // The warp's lanes meet (and see each other's shared-memory writes).
 RG_FN void rg_syncwarp() { asm volatile("bar.warp.sync 0xffffffff;" ::: "memory"); }
 #endif
@@ -265,6 +268,14 @@ RG_FN unsigned rg_shfl_xor_u(unsigned v, unsigned m) {
     return r;
 }
 RG_FN float rg_shfl_xor(float v, unsigned m) { return rg_from_bits(rg_shfl_xor_u(rg_to_bits(v), m)); }
+RG_FN unsigned rg_shfl_idx_u(unsigned v, unsigned src) {
+    const unsigned me = rg_host_tid[1] * rg_host_ntid + rg_host_tid[0];
+    rg_shfl_slot[me] = v;
+    rg_host_warp_sync();
+    const unsigned r = rg_shfl_slot[(me & ~31u) | src];
+    rg_host_warp_sync();
+    return r;
+}
 RG_FN void rg_syncwarp() { rg_host_warp_sync(); }
 RG_FN void rg_mma_bf16(float* d, const unsigned* a, const unsigned* b) { rg_mma_emulated(d, a, b, 0); }
 RG_FN void rg_mma_f16(float* d, const unsigned* a, const unsigned* b) { rg_mma_emulated(d, a, b, 1); }
@@ -321,7 +332,7 @@ pub fn host_emulation_source(d: &Dispatch) -> String {
         .collect();
     // Threads run concurrently only where the kernel itself meets at barriers or shuffles.
     let kernel = d.source.split_once("void __launch_bounds__").map_or(d.source.as_str(), |(_, k)| k);
-    let barrier = ["__syncthreads", "rg_shfl_xor", "rg_mma_", "rg_syncwarp"].iter().any(|s| kernel.contains(s));
+    let barrier = ["__syncthreads", "rg_shfl_", "rg_mma_", "rg_syncwarp"].iter().any(|s| kernel.contains(s));
     format!(
         r#"#define RGNN_HOST_EMULATION 1
 {source}

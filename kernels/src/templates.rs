@@ -827,14 +827,31 @@ impl<'c, 'a> Templates<'c, 'a> {
         let segment_parallel = per_segment || softmax_group == Some(SoftmaxGroup::DstRel);
         let seg_filter =
             if lanes > 1 && segment_parallel { format!("        if (sg % {lanes}u != lid) {{ continue; }}\n") } else { String::new() };
-        // The loop over a segment's items `from..to`: a thread's own, the first at or after
-        // `from` that is `lid` modulo `lanes`, then every `lanes`-th.
-        let items_loop = |from: &str, to: &str| {
-            if lanes > 1 && !segment_parallel {
-                let first = format!("{from} + (lid + {lanes}u - ({from}) % {lanes}u) % {lanes}u");
-                l.for_step("p", &first, to, &format!("{lanes}u"))
+        // The loop over a segment's items `from..to` with `item` bound, and what closes it: a
+        // thread's own, the first at or after `from` that is `lid` modulo `lanes`, then every
+        // `lanes`-th. A column-split warp takes its edges 32 at a time: each lane loads one edge
+        // id, and the warp takes them in turn by shuffles (one index load per 32 edges).
+        let batched = cols && !t.over_segments;
+        let item_mine = if batched { sh.ix(IndexArray::DstEdges, "p_mine") } else { String::new() };
+        let items_loop = |from: &str, to: &str| -> (String, &'static str) {
+            let step = if lanes > 1 && !segment_parallel { lanes } else { 1 };
+            let first = if step > 1 { format!("{from} + (lid + {step}u - ({from}) % {step}u) % {step}u") } else { from.to_string() };
+            if batched {
+                let open = format!(
+                    "for (unsigned p0 = {first}; p0 < {to}; p0 += {batch}u) {{
+        const unsigned p_mine = p0 + lane * {step}u;
+        const unsigned item_mine = p_mine < {to} ? {item_mine} : 0u;
+        const unsigned p_count = rg_minu(32u, ({to} - p0 + {last}u) / {step}u);
+        for (unsigned q = 0u; q < p_count; q++) {{
+        const unsigned p = p0 + q * {step}u;
+        const auto item = rg_shfl_idx_u(item_mine, q);",
+                    batch = 32 * step,
+                    last = step - 1,
+                );
+                (open, "} }")
             } else {
-                l.for_("p", from, to)
+                let open = if step > 1 { l.for_step("p", &first, to, &format!("{step}u")) } else { l.for_("p", from, to) };
+                (format!("{open}\n            {}", l.let_("item", &item)), "}")
             }
         };
         // Where `acc` starts in a warp's slice (column hubs merge the slices).
@@ -954,6 +971,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             let m = sh.row_array("m", lw);
             let z_at = sh.warp_rows.unwrap_or(0);
             let z = sh.row_array("z", lw);
+            let (p_loop, p_close) = items_loop(&pa, &pb);
             let _ = writeln!(
                 sh.body,
                 "    {ones}
@@ -970,14 +988,11 @@ impl<'c, 'a> Templates<'c, 'a> {
                 start_group = false;
             }}
             seen = true;
-            count += 1u;
-            {item_let}",
+            count += 1u;",
                 one = f(1.0),
                 neg = f(NEG_BIG),
                 start_group = l.var_b("start_group", "true"),
                 sg_loop = l.for_("sg", "sb", "se"),
-                p_loop = items_loop(&pa, &pb),
-                item_let = l.let_("item", &item),
             );
             let scope = sh.warp_rows;
             sh.program(&t.edge, item_domain, "item", "acc", "ones", t.edge.ops.len(), "s", "            ");
@@ -998,7 +1013,7 @@ impl<'c, 'a> Templates<'c, 'a> {
                 {col}
                 seg_acc[j] = seg_acc[j] * scale[col] + weight[col] * s{res}[j];
             {end}
-        }}
+        {p_close}
         if (({rel_group} || sg + 1u == se) && !start_group) {{
             {j_loop} acc[j] += seg_acc[j] / (z[softmax_col[j]] + {tiny}); {end}
             start_group = true;
@@ -1146,7 +1161,8 @@ impl<'c, 'a> Templates<'c, 'a> {
                 stats(&mut sh, si, "pa", "pb");
             }
         }
-        sh.line(&format!("    {each_w} seg_acc[c] = {zero}; {end}\n    {}\n        {}", items_loop("pa", "pb"), l.let_("item", &item)));
+        let (p_loop, p_close) = items_loop("pa", "pb");
+        sh.line(&format!("    {each_w} seg_acc[c] = {zero}; {end}\n    {p_loop}"));
         let scope = sh.warp_rows;
         if let Some(si) = softmax {
             let RowOp::Softmax { x: logit, .. } = t.edge.ops[si] else { unreachable!() };
@@ -1162,7 +1178,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             Reduce::Sum | Reduce::Mean => format!("{target}[c] += s{res}[c];"),
             Reduce::Max => format!("{target}[c] = rg_sel(rg_max({target}[c], s{res}[c]), s{res}[c], {first});"),
         };
-        sh.line(&format!("        {each_w} {reduce} {end}\n        seen = true;\n        count += 1u;\n    }}"));
+        sh.line(&format!("        {each_w} {reduce} {end}\n        seen = true;\n        count += 1u;\n    {p_close}"));
         if per_segment {
             sh.line("    if (pb > pa) {");
             if t.reduce == Reduce::Mean {
