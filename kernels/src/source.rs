@@ -280,11 +280,21 @@ impl<'c, 'a> Shader<'c, 'a> {
     /// Declaration of a zeroed row array of `len` floats: a local array, or in a warp-per-row
     /// kernel the next `len` floats of the warp's shared slice, zeroed by the lanes.
     pub fn row_array(&mut self, name: &str, len: usize) -> String {
+        let decl = self.row_scratch(name, len);
+        match self.warp_rows {
+            Some(_) => format!("{decl} {} {name}[c] = 0.0f; }} {WARP_SYNC}", column_loop(self.lang, true, "c", len)),
+            None => decl,
+        }
+    }
+
+    /// As [`Shader::row_array`] for an array written before it is read: a warp's slice is not
+    /// zeroed (local arrays are, as CUDA and WGSL declare them).
+    pub fn row_scratch(&mut self, name: &str, len: usize) -> String {
         match self.warp_rows {
             Some(at) => {
                 self.warp_rows = Some(at + len);
                 self.warp_rows_peak = self.warp_rows_peak.max(at + len);
-                format!("float* {name} = rg_ws + {at}u; {} {name}[c] = 0.0f; }} {WARP_SYNC}", column_loop(self.lang, true, "c", len))
+                format!("float* {name} = rg_ws + {at}u;")
             }
             None => self.lang.arr(name, len),
         }

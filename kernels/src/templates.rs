@@ -996,7 +996,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             );
             let scope = sh.warp_rows;
             sh.program(&t.edge, item_domain, "item", "acc", "ones", t.edge.ops.len(), "s", "            ");
-            let (scale, weight) = (sh.row_array("scale", lw), sh.row_array("weight", lw));
+            let (scale, weight) = (sh.row_scratch("scale", lw), sh.row_scratch("weight", lw));
             sh.warp_rows = scope;
             let _ = writeln!(
                 sh.body,
