@@ -223,7 +223,7 @@ fn every_degree_class_of_the_traversal_matches_the_cpu_backend() {
         // The multiplicative attention fixture's messages (heads × dim × channels) are 32 wide,
         // which takes column-split warps: narrower here, for the warps that split the segments.
         let model = if *case == "rgat_mul_within_h2_d2_mean" {
-            model_of_width(case, 8, 5)
+            model_of_width(case, 8, 5, 16)
         } else {
             Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap()
         };
@@ -276,8 +276,9 @@ fn column_split_traversal_matches_the_cpu_backend() {
         .map(|c| (*c, CompileOptions::default(), ""))
         .chain(["rgat_add_across_h3", "rgat_mul_within_h2_d2_mean", "hgt_h4"].into_iter().map(|c| (c, two_pass, ", two-pass softmax")));
     for (i, (case, options, how)) in runs.enumerate() {
-        // 12 relations: a hub's segments reach every warp of its block.
-        let model = model_of_width(case, 64, 12);
+        // 12 relations: a hub's segments reach every warp of its block. 40 input features:
+        // RGCN with max reduces them per segment in a column-split warp too.
+        let model = model_of_width(case, 64, 12, 40);
         let graph = degree_class_graph(case, i as u64, Some(12));
         let generated = rgnn::runtime::emit_cuda(&model, &graph, options, 8).unwrap();
         let labels: Vec<&str> = generated.dispatches.iter().map(|d| d.label.as_str()).collect();
@@ -286,6 +287,9 @@ fn column_split_traversal_matches_the_cpu_backend() {
             if expected && !labels.iter().any(|l| l.contains(class)) {
                 failures.push(format!("{case} (wide{how}): no traversal {class} in {labels:?}"));
             }
+        }
+        if let Some(l) = labels.iter().find(|l| l.contains("traversal") && !l.contains("(column")) {
+            failures.push(format!("{case} (wide{how}): `{l}` is not column-split"));
         }
         let columns: Vec<_> = generated.dispatches.iter().filter(|d| d.label.contains("(column")).collect();
         if let Some(clang) = &clang {
@@ -313,13 +317,14 @@ const DEGREE_CLASS_CASES: [&str; 6] = ["rgcn_mean", "rgcn_max", "rgcn_add", "rga
 /// `case`'s fixture graph, remade so that all three degree classes occur: 300 nodes with 3
 /// in-edges on average; nodes 1..=12 get 20 to 130 more, node 0 400 (HGT: the same in-degrees for
 /// papers 0..=12, through citations); over `relations` relations, or the fixture's. With
-/// `relations` given, node 0 gets 600 more in-edges of relation 0 and node 13 100 of relation 1:
-/// segments longer than a warp walks in one batch of edges, in a hub and below.
+/// `relations` given, node 0 gets 600 more in-edges of relation 0 and node 13 100 of relation 1
+/// (segments longer than a warp walks in one batch of edges, in a hub and below), and nodes have
+/// 40 features.
 fn degree_class_graph(case: &str, seed: u64, relations: Option<usize>) -> Graph {
     match Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap() {
         Graph::Relational(g) => {
-            let f = g.x.as_ref().map_or(0, |x| x.shape[1]);
             let long_segments = relations.is_some();
+            let f = if long_segments { 40 } else { g.x.as_ref().map_or(0, |x| x.shape[1]) };
             let relations = relations.unwrap_or_else(|| g.rel.iter().copied().max().map_or(1, |m| m as usize + 1));
             let n = 300;
             let mut edges = random_edges(n, 900, relations, relations, n, 0, 1 + seed);
@@ -352,23 +357,23 @@ fn degree_class_graph(case: &str, seed: u64, relations: Option<usize>) -> Graph 
 
 /// A model of `case`'s form (the fixture's inputs, attention and heads; random weights) whose
 /// layer outputs `w` columns: RGCN `w` channels, RGAT two heads of `w / 2`, HGT four heads of
-/// `w / 4`; RGCN and RGAT over `r` relations.
-fn model_of_width(case: &str, w: usize, r: usize) -> Model {
+/// `w / 4`; RGCN and RGAT over `r` relations from `f` features.
+fn model_of_width(case: &str, w: usize, r: usize, f: usize) -> Model {
     let layer = |body: &str| format!(r#"{{"format": "rgnn/1", "model": "{case}_{w}", "layers": [{{"prefix": "c", {body}}}]}}"#);
     let rgcn = |aggr: &str| {
         let config = layer(&format!(
-            r#""type": "RGCNConv", "in_channels": 16, "out_channels": {w}, "num_relations": {r}, "num_bases": null, "num_blocks": null, "aggr": "{aggr}", "root_weight": true, "bias": true, "activation": null"#
+            r#""type": "RGCNConv", "in_channels": {f}, "out_channels": {w}, "num_relations": {r}, "num_bases": null, "num_blocks": null, "aggr": "{aggr}", "root_weight": true, "bias": true, "activation": null"#
         ));
-        let weights = [("c.weight", vec![r, 16, w]), ("c.root", vec![16, w]), ("c.bias", vec![w])];
+        let weights = [("c.weight", vec![r, f, w]), ("c.root", vec![f, w]), ("c.bias", vec![w])];
         (config, weights.map(|(n, s)| (n.to_string(), s)).to_vec())
     };
     let rgat = |mode: &str, mechanism: &str, dim: usize, concat: bool| {
         let h = w / 2;
         let config = layer(&format!(
-            r#""type": "RGATConv", "in_channels": 16, "out_channels": {h}, "num_relations": {r}, "heads": 2, "dim": {dim}, "concat": {concat}, "attention_mode": "{mode}", "attention_mechanism": "{mechanism}", "negative_slope": 0.2, "bias": true, "num_bases": null, "num_blocks": null, "mod": null, "edge_dim": null, "activation": null"#
+            r#""type": "RGATConv", "in_channels": {f}, "out_channels": {h}, "num_relations": {r}, "heads": 2, "dim": {dim}, "concat": {concat}, "attention_mode": "{mode}", "attention_mechanism": "{mechanism}", "negative_slope": 0.2, "bias": true, "num_bases": null, "num_blocks": null, "mod": null, "edge_dim": null, "activation": null"#
         ));
         let weights = vec![
-            ("c.weight", vec![r, 16, w]),
+            ("c.weight", vec![r, f, w]),
             ("c.q", vec![w, 2 * dim]),
             ("c.k", vec![w, 2 * dim]),
             ("c.bias", vec![w]),

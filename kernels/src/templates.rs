@@ -119,8 +119,6 @@ struct MmaOperands {
     k_step: usize,
 }
 
-/// f16 / bf16 storage: 16-bit operands, K = 16; f32: tf32 bit patterns, K = 8, or with `split`
-/// whole f32 bits that `rg_mma_tf32x3` splits.
 /// At least the floats of a column-split traversal's shared slice per warp: the destination's
 /// accumulators, the softmax statistics (seven arrays at most), the edge program (twice with a
 /// two-pass softmax: its logits beside the message) and the epilogue.
@@ -131,6 +129,8 @@ fn column_floats(t: &TraversalKernel) -> usize {
     2 * width + 7 * logits.unwrap_or(0) + copies * t.edge.widths.iter().sum::<usize>() + t.epilogue.widths.iter().sum::<usize>()
 }
 
+/// f16 / bf16 storage: 16-bit operands, K = 16; f32: tf32 bit patterns, K = 8, or with `split`
+/// whole f32 bits that `rg_mma_tf32x3` splits.
 fn mma_operands(storage: DType, split: bool) -> MmaOperands {
     let (ty, convert, mma, k_step) = match storage {
         DType::F16 => ("unsigned short", "rg_f2h", "rg_mma_f16", 16),
