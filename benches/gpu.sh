@@ -4,13 +4,16 @@
 # target/release/rgnn-synth with the repository, then on the GPU machine:
 #
 #   benches/gpu.sh                 # fixtures on cuda (f32, bf16, f16, tf32), PyG vs rgnn, FloydNet vs official
+#   PHASES=kernels benches/gpu.sh  # the device's bandwidth and bf16 rate, and every kernel's time
 #
 # Environment: RGNN (target/release/rgnn), SYNTH (target/release/rgnn-synth), PY (python3 with
 # torch, torch_geometric 2.8 and floydnet), OUT (target/bench-gpu), PHASES ("fixtures pyg
-# floydnet"), SHAPES (Hector's eight), FLOYD_N (256 512 1024), REPS (10), SETTINGS ("64:1 128:8":
+# floydnet"; "kernels" on request), SHAPES (Hector's eight), FLOYD_N (256 512 1024), REPS (10), SETTINGS ("64:1 128:8":
 # channels:heads), DTYPES (rgnn's storage types against each reference run: "f32 tf32 bf16").
 # Writes $OUT/fixtures-*.txt, $OUT/ptxas.txt (registers / spills per kernel), $OUT/pyg.jsonl,
-# $OUT/floydnet.jsonl, $OUT/table.md, $OUT/log.txt and nvidia-smi's report ($OUT/gpu.txt) for
+# $OUT/floydnet.jsonl, $OUT/table.md, $OUT/log.txt, $OUT/device-peaks.json and $OUT/kernels.txt
+# (the kernels phase: per-kernel medians of every model, shape and setting in f32 and bf16, for
+# the bandwidth and tensor-core targets) and nvidia-smi's report ($OUT/gpu.txt) for
 # docs/BENCHMARKS.md. Results append, so the phases (or
 # SHAPES / SETTINGS subsets) can run as separate calls into one OUT.
 set -u
@@ -89,6 +92,28 @@ has floydnet && for n in $FLOYD_N; do
         --model "$OUT/data-floyd/floydnet_n$n.model.safetensors" --graph "$OUT/data-floyd/floydnet_n$n.graph.safetensors" \
         --dtypes "$dtypes" --results "$OUT/floydnet.jsonl" 2>>"$LOG" | tail -n +3 | tee -a "$LOG"
 done
+
+if has kernels; then
+echo "== device peaks and per-kernel times" | tee -a "$LOG"
+"$PY" benches/device_peaks.py --reps "$REPS" > "$OUT/device-peaks.json" 2>>"$LOG"; tee -a "$LOG" < "$OUT/device-peaks.json"
+for setting in $SETTINGS; do
+    ch=${setting%%:*}; heads=${setting##*:}
+    data="$OUT/data-$ch-h$heads"
+    for s in $SHAPES; do
+        "$SYNTH" --shape "$s" --features "$ch" --out-channels "$ch" --heads "$heads" --out "$data" >>"$LOG" 2>&1
+        for m in rgcn rgat hgt; do
+            g="$data/$s.graph.safetensors"
+            [ "$m" = hgt ] && g="$data/$s.hetero.graph.safetensors"
+            for dtype in f32 bf16; do
+                echo "== $s ${ch}x$heads $m $dtype" >> "$OUT/kernels.txt"
+                "$RGNN" bench --backend cuda --reps "$REPS" --kernels --dtype "$dtype" \
+                    --model "$data/$s.$m.model.safetensors" --graph "$g" >> "$OUT/kernels.txt" 2>&1
+            done
+        done
+    done
+done
+echo "per-kernel times in kernels.txt" | tee -a "$LOG"
+fi
 
 results=$(ls "$OUT"/pyg.jsonl "$OUT"/floydnet.jsonl 2>/dev/null)
 [ -n "$results" ] && "$PY" benches/results_table.py $results > "$OUT/table.md" && cat "$OUT/table.md"

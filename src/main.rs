@@ -109,6 +109,10 @@ enum Command {
         backend: Backend,
         #[arg(long, default_value_t = 10)]
         reps: usize,
+        /// Also time each kernel (cuda backend: the same number of passes, launched one kernel at
+        /// a time with an event after each; the CUDA graph's replay is what the total times).
+        #[arg(long)]
+        kernels: bool,
         /// Write the timings as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -259,7 +263,7 @@ fn dispatch(cmd: Command) -> Result<()> {
                 }
             }
         }
-        Command::Bench { model, graph, backend, reps, json, dtype, tf32 } => {
+        Command::Bench { model, graph, backend, reps, json, dtype, tf32, kernels } => {
             if reps == 0 {
                 bail!("--reps must be at least 1");
             }
@@ -274,9 +278,8 @@ fn dispatch(cmd: Command) -> Result<()> {
                 times.push(s.last_device_seconds().unwrap_or_else(|| t.elapsed().as_secs_f64()));
             }
             let timing = if s.last_device_seconds().is_some() { "device events" } else { "wall clock" };
-            times.sort_by(|a, b| a.total_cmp(b));
-            let median = if reps % 2 == 1 { times[reps / 2] } else { 0.5 * (times[reps / 2 - 1] + times[reps / 2]) };
-            let report = serde_json::json!({
+            let median = rgnn::runtime::backend::median(&mut times);
+            let mut report = serde_json::json!({
                 "backend": s.backend(), "device": s.device(), "reps": reps,
                 "median_s": median, "min_s": times[0], "max_s": times[reps - 1], "peak_bytes": s.peak_bytes(),
                 "model": m.config.model, "graph": g.summary(), "timing": timing,
@@ -289,6 +292,25 @@ fn dispatch(cmd: Command) -> Result<()> {
                 times[0],
                 times[reps - 1]
             );
+            if kernels {
+                match s.kernel_seconds(reps)? {
+                    Some(list) => {
+                        let total: f64 = list.iter().map(|k| k.median_s).sum();
+                        println!(
+                            "{:>12} {:>6}  kernel (median over {reps} passes launched kernel by kernel; sum {:.4} s)",
+                            "ms", "%", total
+                        );
+                        for k in &list {
+                            println!("{:>12.4} {:>6.1}  {}", k.median_s * 1e3, 100.0 * k.median_s / total.max(f64::MIN_POSITIVE), k.label);
+                        }
+                        report["kernels"] = list.iter().map(|k| serde_json::json!({"label": k.label, "median_s": k.median_s})).collect();
+                    }
+                    None => println!(
+                        "# per-kernel times: the {} backend does not time kernels one by one (cuda does; on cpu, RGNN_PROFILE=1 prints them)",
+                        s.backend()
+                    ),
+                }
+            }
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;

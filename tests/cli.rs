@@ -124,6 +124,17 @@ fn bench_writes_json() {
     assert!(v["min_s"].as_f64().unwrap() <= v["median_s"].as_f64().unwrap());
 }
 
+/// `--kernels` where the backend does not time kernels one by one: the pass is still timed, and
+/// the output says why there are no per-kernel times.
+#[test]
+fn bench_kernels_without_per_kernel_timing_says_so() {
+    let (model, graph) = (fixture("rgcn_mean", "model"), fixture("rgcn_mean", "graph"));
+    let o = rgnn(&["bench", "--model", &model, "--graph", &graph, "--backend", "cpu", "--reps", "2", "--kernels"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("median") && out.contains("does not time kernels one by one"), "{out}");
+}
+
 #[test]
 fn demo_needs_no_arguments_and_reports_a_metric() {
     let o = rgnn(&["demo"]);

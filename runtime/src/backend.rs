@@ -49,6 +49,30 @@ pub trait Executable: Send {
     fn device_seconds(&self) -> Option<f64> {
         None
     }
+    /// Each kernel's median device time over `reps` forward passes, in launch order, where the
+    /// device measures it (CUDA: an event after every launch); `None` elsewhere.
+    fn kernel_seconds(&mut self, reps: usize) -> Result<Option<Vec<KernelTime>>> {
+        let _ = reps;
+        Ok(None)
+    }
+}
+
+/// One kernel's time (see [`Executable::kernel_seconds`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The dispatch's label (`k4 traversal (columns)`, ...).
+    pub label: String,
+    pub median_s: f64,
+}
+
+/// The median of `times` (sorted in place); 0 for none.
+pub fn median(times: &mut [f64]) -> f64 {
+    times.sort_by(|a, b| a.total_cmp(b));
+    match times.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => times[n / 2],
+        n => 0.5 * (times[n / 2 - 1] + times[n / 2]),
+    }
 }
 
 /// An output with a NaN or infinity is an error naming its first such element.
@@ -251,5 +275,17 @@ pub fn select_backend(kind: BackendKind) -> Result<Box<dyn Backend>> {
         }
         BackendKind::Wgpu => Ok(Box::new(crate::wgpu_backend::WgpuBackend::new()?)),
         BackendKind::Cuda => Ok(Box::new(crate::cuda_backend::CudaBackend::new()?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_no_samples() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
     }
 }

@@ -16,7 +16,7 @@
 //! differential tests and benchmarks run where a CUDA GPU is present.
 
 use crate::arrays::{decode, ArrayLayout};
-use crate::backend::{check_finite, compile_kernels, graph_index, Backend, Executable};
+use crate::backend::{check_finite, compile_kernels, graph_index, median, Backend, Executable, KernelTime};
 use crate::graph::ExecGraph;
 use crate::layout::GraphLayout;
 use crate::{Result, RuntimeError, Tensor};
@@ -202,6 +202,7 @@ struct ForwardGraph(CudaGraph);
 unsafe impl Send for ForwardGraph {}
 
 struct Launch {
+    label: String,
     function: CudaFunction,
     config: LaunchConfig,
     /// Device addresses of the kernel's arrays, in parameter order.
@@ -286,7 +287,7 @@ impl Backend for CudaBackend {
                 shared_mem_bytes: 0,
             };
             let args = d.bindings.iter().map(|b| layout.address(b.array, di, &base)).collect();
-            launches.push(Launch { function, config, args });
+            launches.push(Launch { label: d.label.clone(), function, config, args });
         }
         let outputs = outputs_at.into_iter().map(|(name, slot, bytes, rows, width)| (name, base[slot], bytes, rows, width)).collect();
         let mut exec = CompiledCuda {
@@ -308,16 +309,17 @@ impl Backend for CudaBackend {
 
 impl CompiledCuda {
     fn enqueue(&self) -> Result<()> {
-        let stream = &self.gpu.stream;
-        for l in &self.launches {
-            let mut builder = stream.launch_builder(&l.function);
-            for a in &l.args {
-                builder.arg(a);
-            }
-            // SAFETY: every argument is the address of a live allocation of the size the
-            // generated kernel indexes (sizes come from the same plan the kernel was built for).
-            unsafe { builder.launch(l.config) }.map_err(|e| device_error("launching a kernel", e))?;
+        self.launches.iter().try_for_each(|l| self.launch(l))
+    }
+
+    fn launch(&self, l: &Launch) -> Result<()> {
+        let mut builder = self.gpu.stream.launch_builder(&l.function);
+        for a in &l.args {
+            builder.arg(a);
         }
+        // SAFETY: every argument is the address of a live allocation of the size the generated
+        // kernel indexes (sizes come from the same plan the kernel was built for).
+        unsafe { builder.launch(l.config) }.map_err(|e| device_error(&format!("launching {}", l.label), e))?;
         Ok(())
     }
 
@@ -371,6 +373,27 @@ impl Executable for CompiledCuda {
     }
     fn device_seconds(&self) -> Option<f64> {
         self.last_device_seconds
+    }
+    /// Whole forward passes launched one kernel at a time (not the graph), an event recorded
+    /// before the first launch and after each, so every kernel reads what the kernels before it
+    /// wrote, as in a real run.
+    fn kernel_seconds(&mut self, reps: usize) -> Result<Option<Vec<KernelTime>>> {
+        let stream = self.gpu.stream.clone();
+        let record = || stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| device_error("recording an event", e));
+        let mut times = vec![vec![]; self.launches.len()];
+        for _ in 0..reps {
+            let mut events = vec![record()?];
+            for l in &self.launches {
+                self.launch(l)?;
+                events.push(record()?);
+            }
+            events.last().expect("the first event").synchronize().map_err(|e| device_error("running the forward pass", e))?;
+            for (k, pair) in events.windows(2).enumerate() {
+                let ms = pair[0].elapsed_ms(&pair[1]).map_err(|e| device_error("reading an event's time", e))?;
+                times[k].push(ms as f64 / 1e3);
+            }
+        }
+        Ok(Some(self.launches.iter().zip(&mut times).map(|(l, t)| KernelTime { label: l.label.clone(), median_s: median(t) }).collect()))
     }
 }
 

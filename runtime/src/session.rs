@@ -169,6 +169,11 @@ impl Session {
     pub fn last_device_seconds(&self) -> Option<f64> {
         self.exec.device_seconds()
     }
+    /// Each kernel's median device time over `reps` forward passes, where the backend times
+    /// kernels one by one (CUDA), else `None`.
+    pub fn kernel_seconds(&mut self, reps: usize) -> Result<Option<Vec<crate::KernelTime>>> {
+        self.exec.kernel_seconds(reps)
+    }
     /// The memory plan for this graph, when the model was lowered to kernels.
     pub fn memory_plan(&self) -> Option<rgnn_codegen::MemoryPlan> {
         self.exec.memory_plan()
