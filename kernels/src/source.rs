@@ -401,16 +401,7 @@ impl<'c, 'a> Shader<'c, 'a> {
             let w = prog.widths[i];
             let o = format!("{prefix}{i}");
             let s = |x: usize| format!("{prefix}{x}");
-            match &mut self.warp_rows {
-                Some(at) => {
-                    let _ = writeln!(b, "{indent}float* {o} = rg_ws + {at}u;");
-                    *at += w;
-                    self.warp_rows_peak = self.warp_rows_peak.max(*at);
-                }
-                None => {
-                    let _ = writeln!(b, "{indent}{}", l.arr(&o, w));
-                }
-            }
+            let _ = writeln!(b, "{indent}{}", self.row_scratch(&o, w));
             let each = |body: String| format!("{indent}{} {body} }}\n{done}", columns("c", w));
             match op {
                 RowOp::Load { buffer, at } => {

@@ -62,7 +62,7 @@ const WARPS_PER_GROUP: usize = 4;
 const COLUMN_MIN_WIDTH: usize = 32;
 /// Warps of a column-split hub's block.
 const HUB_WARPS: usize = 8;
-/// Stands for the warp slice's size in a column-split traversal until the body is written.
+/// Stands for the size of a warp's shared slice (warp-per-row kernels) until the body is written.
 const WARP_SLICE_MARK: &str = "RG_WARP_SLICE_FLOATS";
 /// Destinations with at least this many in-edges (or segments) get a workgroup of their own.
 pub const HUB_ITEMS: usize = 256;
@@ -71,6 +71,17 @@ const HUB_THREADS: usize = 64;
 const HUB_CHUNK: usize = 16;
 /// Widest message a hub workgroup combines (its result row lives in workgroup memory).
 const MAX_HUB_WIDTH: usize = 2048;
+
+/// At least the floats of a column-split traversal's shared slice per warp: the destination's
+/// accumulators, the softmax statistics (seven arrays at most), the edge program (twice with a
+/// two-pass softmax: its logits beside the message) and the epilogue.
+fn column_floats(t: &TraversalKernel) -> usize {
+    let width = t.edge.widths[t.edge.result()];
+    let logits = t.edge.ops.iter().filter_map(|o| if let RowOp::Softmax { x, .. } = o { Some(t.edge.widths[*x]) } else { None }).max();
+    let copies = if logits.is_some() && !t.online_softmax { 2 } else { 1 };
+    2 * width + 7 * logits.unwrap_or(0) + copies * t.edge.widths.iter().sum::<usize>() + t.epilogue.widths.iter().sum::<usize>()
+}
+
 /// Tensor-core pivot attention (CUDA): a block takes this many query rows i × columns k (the
 /// rows of an `mma.sync` tile) and this many pivots per step, with [`PIVOT_WARPS`] warps.
 const PIVOT_TILE: usize = 16;
@@ -110,6 +121,7 @@ fn pivot_tensor_cores(ctx: &GenCtx, dim: usize) -> Option<PivotMma> {
         None
     }
 }
+
 /// How a storage type meets the tensor cores (CUDA): the operand's register type in shared
 /// memory, the conversion of an f32 value to it, the `mma.sync` wrapper, and its K step.
 struct MmaOperands {
@@ -117,16 +129,6 @@ struct MmaOperands {
     convert: &'static str,
     mma: &'static str,
     k_step: usize,
-}
-
-/// At least the floats of a column-split traversal's shared slice per warp: the destination's
-/// accumulators, the softmax statistics (seven arrays at most), the edge program (twice with a
-/// two-pass softmax: its logits beside the message) and the epilogue.
-fn column_floats(t: &TraversalKernel) -> usize {
-    let width = t.edge.widths[t.edge.result()];
-    let logits = t.edge.ops.iter().filter_map(|o| if let RowOp::Softmax { x, .. } = o { Some(t.edge.widths[*x]) } else { None }).max();
-    let copies = if logits.is_some() && !t.online_softmax { 2 } else { 1 };
-    2 * width + 7 * logits.unwrap_or(0) + copies * t.edge.widths.iter().sum::<usize>() + t.epilogue.widths.iter().sum::<usize>()
 }
 
 /// f16 / bf16 storage: 16-bit operands, K = 16; f32: tf32 bit patterns, K = 8, or with `split`
@@ -238,16 +240,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         let warp = l == Lang::Cuda && row_floats <= WARP_ROW_FLOATS;
         let (mut sh, wg, done) = if warp {
             let mut sh = Shader::new(self.ctx, (ROW_WARPS * 32, 1));
-            let wg = grid(rows.div_ceil(ROW_WARPS), self.fin.max_workgroups_per_dim());
-            sh.globals.push_str(&format!("__shared__ float rg_ws_all[{}];\n", ROW_WARPS * row_floats));
-            sh.line(&format!(
-                "    const unsigned lane = li & 31u;
-    const auto row = (wg_x + wg_y * {gx}u) * {ROW_WARPS}u + (li >> 5u);
-    if (row >= {rows}u) {{ return; }}
-    float* rg_ws = rg_ws_all + (li >> 5u) * {row_floats}u;",
-                gx = wg[0]
-            ));
-            sh.warp_rows = Some(0);
+            let wg = self.warp_rows_header(&mut sh, rows, "row");
             (sh, wg, format!("\n    {WARP_SYNC}"))
         } else {
             let mut sh = Shader::new(self.ctx, (ROW_GROUP, 1));
@@ -257,9 +250,8 @@ impl<'c, 'a> Templates<'c, 'a> {
         let columns = |w: usize| column_loop(l, warp, "c", w);
         if let Some((a, w)) = acc_from {
             let v = sh.ld(a, &format!("row * {w}u + c"));
-            let decl = if warp { "float* acc = rg_ws;".to_string() } else { l.arr("acc", w) };
+            let decl = sh.row_scratch("acc", w);
             sh.line(&format!("    {decl}\n    {} acc[c] = {v}; }}{done}", columns(w)));
-            sh.warp_rows = sh.warp_rows.map(|at| at + w);
         }
         sh.program(program, domain, "row", "acc", "acc", program.ops.len(), "s", "    ");
         let res = program.result();
@@ -269,7 +261,37 @@ impl<'c, 'a> Templates<'c, 'a> {
         let target = sh.resolve(domain, "row", output_at);
         let st = sh.st(output, &format!("o * {out_width}u + c"), &format!("s{res}[c]"));
         sh.line(&format!("    {}\n    {} {st} }}", l.let_("o", &target), columns(out_width)));
-        Ok(self.fin.finish(sh, label, wg))
+        Ok(self.finish_warp_rows(sh, label, wg))
+    }
+
+    /// CUDA, a warp per row of `n` (blocks of `sh.workgroup.0 / 32` warps): `lane`, the warp's
+    /// row `{name}` (past `n` the warp leaves), and its slice of shared memory `rg_ws`, from
+    /// which [`Shader::row_array`] and [`Shader::program`] take their arrays (sized by
+    /// [`Templates::finish_warp_rows`]).
+    fn warp_rows_header(&self, sh: &mut Shader, n: usize, name: &str) -> [u32; 3] {
+        let warps = sh.workgroup.0 / 32;
+        let wg = grid(n.div_ceil(warps), self.fin.max_workgroups_per_dim());
+        sh.line(&format!(
+            "    const unsigned lane = li & 31u;
+    const auto {name} = (wg_x + wg_y * {}u) * {warps}u + (li >> 5u);
+    if ({name} >= {n}u) {{ return; }}
+    float* rg_ws = rg_ws_all + (li >> 5u) * {WARP_SLICE_MARK}u;",
+            wg[0]
+        ));
+        sh.warp_rows = Some(0);
+        wg
+    }
+
+    /// Finish a kernel; one with a warp per row gets its warps' shared slices, now that the body
+    /// says how large they are.
+    fn finish_warp_rows(&self, mut sh: Shader, label: String, wg: [u32; 3]) -> Dispatch {
+        if sh.warp_rows.is_some() {
+            let floats = sh.warp_rows_peak.max(1);
+            let warps = sh.workgroup.0 / 32;
+            sh.globals.push_str(&format!("__shared__ float rg_ws_all[{}];\n", warps * floats));
+            sh.body = sh.body.replace(WARP_SLICE_MARK, &floats.to_string());
+        }
+        self.fin.finish(sh, label, wg)
     }
 
     fn gemm(&self, k: usize, gk: &GemmKernel, out: &mut Vec<Dispatch>) -> Result<(), String> {
@@ -762,16 +784,8 @@ impl<'c, 'a> Templates<'c, 'a> {
                 wg
             }
             Nodes::Columns(list) => {
-                // The slice's size is known once the body is written (`finish_traversal`).
                 let n = list.as_ref().map_or(self.ctx.g.num_nodes, Vec::len);
-                let wg = grid(n.div_ceil(WARPS_PER_GROUP), self.fin.max_workgroups_per_dim());
-                sh.line(&format!(
-                    "    const auto slot = (wg_x + wg_y * {}u) * {WARPS_PER_GROUP}u + (li >> 5u);
-    if (slot >= {n}u) {{ return; }}
-    const unsigned lane = li & 31u;
-    float* rg_ws = rg_ws_all + (li >> 5u) * {WARP_SLICE_MARK}u;",
-                    wg[0]
-                ));
+                let wg = self.warp_rows_header(&mut sh, n, "slot");
                 let v = match list {
                     Some(list) => {
                         let table = sh.table(list);
@@ -780,7 +794,6 @@ impl<'c, 'a> Templates<'c, 'a> {
                     None => "slot".to_string(),
                 };
                 sh.line(&format!("    {}", l.let_("v", &v)));
-                sh.warp_rows = Some(0);
                 wg
             }
             Nodes::ColumnHubs(list) => {
@@ -1118,7 +1131,7 @@ impl<'c, 'a> Templates<'c, 'a> {
                 column_merge(&mut sh, &sum, &zero);
             }
             epilogue(&mut sh, Domain::Node(None), "v", "acc")?;
-            return Ok(self.finish_traversal(sh, label, wg));
+            return Ok(self.finish_warp_rows(sh, label, wg));
         }
 
         // Softmax statistics over a range of items (two-pass form): max, then sum of exponentials.
@@ -1211,19 +1224,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             }
             epilogue(&mut sh, Domain::Node(None), "v", "acc")?;
         }
-        Ok(self.finish_traversal(sh, label, wg))
-    }
-
-    /// Finish a traversal; a column-split one gets its warps' shared slices, now that the body
-    /// says how large they are.
-    fn finish_traversal(&self, mut sh: Shader, label: String, wg: [u32; 3]) -> Dispatch {
-        if sh.warp_rows.is_some() {
-            let floats = sh.warp_rows_peak.max(1);
-            let warps = sh.workgroup.0 / 32;
-            sh.globals.push_str(&format!("__shared__ float rg_ws_all[{}];\n", warps * floats));
-            sh.body = sh.body.replace(WARP_SLICE_MARK, &floats.to_string());
-        }
-        self.fin.finish(sh, label, wg)
+        Ok(self.finish_warp_rows(sh, label, wg))
     }
 
     fn pivot(&self, k: usize, p: &PivotKernel) -> Result<Dispatch, String> {
