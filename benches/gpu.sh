@@ -69,21 +69,32 @@ done
 echo "kernels with spills: $(grep -cE "[1-9][0-9]* bytes spill" "$OUT/ptxas.txt") (details in ptxas.txt)" | tee -a "$LOG"
 fi
 
-has pyg && echo "== PyG on cuda vs rgnn cuda ($DTYPES)" | tee -a "$LOG"
-has pyg && for setting in $SETTINGS; do
-    ch=${setting%%:*}; heads=${setting##*:}
-    data="$OUT/data-$ch-h$heads"
-    for s in $SHAPES; do
-        "$SYNTH" --shape "$s" --features "$ch" --out-channels "$ch" --heads "$heads" --out "$data" >>"$LOG" 2>&1
-        for m in rgcn rgat hgt; do
-            g="$data/$s.graph.safetensors"
-            [ "$m" = hgt ] && g="$data/$s.hetero.graph.safetensors"
-            "$PY" -W ignore benches/compare_pyg.py --device cuda --backend cuda --rgnn "$RGNN" --reps "$REPS" \
-                --model "$data/$s.$m.model.safetensors" --graph "$g" --shape "$s ${ch}x$heads" \
-                --dtypes "$dtypes" --results "$OUT/pyg.jsonl" 2>>"$LOG" | tail -n +3 | tee -a "$LOG"
+# Run "$@" for every setting, shape and model (rgcn, rgat, hgt), the data generated first, with
+# ch, heads, s, m, the model file $model and its graph $g set.
+each_model() {
+    for setting in $SETTINGS; do
+        ch=${setting%%:*}; heads=${setting##*:}
+        data="$OUT/data-$ch-h$heads"
+        for s in $SHAPES; do
+            "$SYNTH" --shape "$s" --features "$ch" --out-channels "$ch" --heads "$heads" --out "$data" >>"$LOG" 2>&1
+            for m in rgcn rgat hgt; do
+                model="$data/$s.$m.model.safetensors"
+                g="$data/$s.graph.safetensors"
+                [ "$m" = hgt ] && g="$data/$s.hetero.graph.safetensors"
+                "$@"
+            done
         done
     done
-done
+}
+
+compare_pyg() {
+    "$PY" -W ignore benches/compare_pyg.py --device cuda --backend cuda --rgnn "$RGNN" --reps "$REPS" \
+        --model "$model" --graph "$g" --shape "$s ${ch}x$heads" \
+        --dtypes "$dtypes" --results "$OUT/pyg.jsonl" 2>>"$LOG" | tail -n +3 | tee -a "$LOG"
+}
+
+has pyg && echo "== PyG on cuda vs rgnn cuda ($DTYPES)" | tee -a "$LOG"
+has pyg && each_model compare_pyg
 
 has floydnet && echo "== FloydNet (C=128, H=8) on cuda vs rgnn cuda ($DTYPES)" | tee -a "$LOG"
 has floydnet && for n in $FLOYD_N; do
@@ -96,22 +107,13 @@ done
 if has kernels; then
 echo "== device peaks and per-kernel times" | tee -a "$LOG"
 "$PY" benches/device_peaks.py --reps "$REPS" > "$OUT/device-peaks.json" 2>>"$LOG"; tee -a "$LOG" < "$OUT/device-peaks.json"
-for setting in $SETTINGS; do
-    ch=${setting%%:*}; heads=${setting##*:}
-    data="$OUT/data-$ch-h$heads"
-    for s in $SHAPES; do
-        "$SYNTH" --shape "$s" --features "$ch" --out-channels "$ch" --heads "$heads" --out "$data" >>"$LOG" 2>&1
-        for m in rgcn rgat hgt; do
-            g="$data/$s.graph.safetensors"
-            [ "$m" = hgt ] && g="$data/$s.hetero.graph.safetensors"
-            for dtype in f32 bf16; do
-                echo "== $s ${ch}x$heads $m $dtype" >> "$OUT/kernels.txt"
-                "$RGNN" bench --backend cuda --reps "$REPS" --kernels --dtype "$dtype" \
-                    --model "$data/$s.$m.model.safetensors" --graph "$g" >> "$OUT/kernels.txt" 2>&1
-            done
-        done
+kernel_times() {
+    for dtype in f32 bf16; do
+        echo "== $s ${ch}x$heads $m $dtype" >> "$OUT/kernels.txt"
+        "$RGNN" bench --backend cuda --reps "$REPS" --kernels --dtype "$dtype" --model "$model" --graph "$g" >> "$OUT/kernels.txt" 2>&1
     done
-done
+}
+each_model kernel_times
 echo "per-kernel times in kernels.txt" | tee -a "$LOG"
 fi
 
