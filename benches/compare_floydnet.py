@@ -141,7 +141,7 @@ def main(argv=None):
         return 0
     backend = args.backend or ("cuda" if args.device == "cuda" else "cpu")
 
-    from compare_pyg import append_result, parse_dtypes, run_quiet, run_rgnn, run_rgnn_bench  # shared helpers
+    from compare_pyg import append_result, compare_outputs, parse_dtypes, run_quiet, run_rgnn, run_rgnn_bench  # shared helpers
     dtypes = parse_dtypes(args.dtypes)
     import torch
     from safetensors import safe_open
@@ -179,12 +179,7 @@ def main(argv=None):
                 continue
             rel_err = max_abs = None
             if ref is not None:
-                got = load_file(opath)["out"]
-                if tuple(got.shape) != tuple(ref.shape):
-                    raise SystemExit(f"output shapes differ: rgnn {tuple(got.shape)} vs floydnet {tuple(ref.shape)}")
-                d = (got.double() - ref.double())
-                rel_err = float(d.norm() / ref.double().norm().clamp_min(1e-30))
-                max_abs = float(d.abs().max())
+                rel_err, max_abs = compare_outputs({"out": load_file(opath)["out"]}, {"out": ref}, "floydnet")
             bench, rgnn_maxrss = run_rgnn_bench(args.rgnn, args.model, args.graph, args.reps,
                                                 os.path.join(tmp, "bench.json"), env, tmp, backend, dtype)
             ratio = fl_median / bench["median_s"] if ref is not None else None

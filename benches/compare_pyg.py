@@ -182,6 +182,20 @@ def run_rgnn_bench(rgnn, model, graph, reps, jpath, env, tmp, backend="cpu", dty
     return bench, maxrss
 
 
+def compare_outputs(got, ref, reference):
+    """rgnn's outputs `got` against the reference's `ref` (tensors by output name): the relative
+    error ||got - ref|| / ||ref|| over all of them, and the largest absolute difference."""
+    if sorted(got) != sorted(ref):
+        raise SystemExit(f"output names differ: rgnn {sorted(got)} vs {reference} {sorted(ref)}")
+    for k in ref:
+        if tuple(got[k].shape) != tuple(ref[k].shape):
+            raise SystemExit(f"output `{k}` shapes differ: rgnn {tuple(got[k].shape)} vs {reference} {tuple(ref[k].shape)}")
+    num = sum(float(((got[k].double() - ref[k].double()) ** 2).sum()) for k in ref)
+    den = sum(float((ref[k].double() ** 2).sum()) for k in ref)
+    max_abs = max(float((got[k].double() - ref[k].double()).abs().max()) for k in ref)
+    return (num ** 0.5) / max(den ** 0.5, 1e-30), max_abs
+
+
 def append_result(path, row):
     """Append one JSON line to the results file (when --results was given)."""
     if path:
@@ -285,14 +299,7 @@ def main(argv=None):
                                              "backend": backend, "model_file": args.model, "graph_file": args.graph})
                 continue
             got = load_file(opath)
-            rel_err = max_abs = None
-            if ref is not None:
-                if sorted(got) != sorted(ref):
-                    raise SystemExit(f"output names differ: rgnn {sorted(got)} vs PyG {sorted(ref)}")
-                num = sum(float(((got[k].double() - ref[k].double()) ** 2).sum()) for k in ref)
-                den = sum(float((ref[k].double() ** 2).sum()) for k in ref)
-                rel_err = (num ** 0.5) / max(den ** 0.5, 1e-30)
-                max_abs = max(float((got[k].double() - ref[k].double()).abs().max()) for k in ref)
+            rel_err, max_abs = compare_outputs(got, ref, "PyG") if ref is not None else (None, None)
 
             # Timing: rgnn bench; its process max RSS through /usr/bin/time (a fork's wait4 rusage
             # would count the Python parent's pages copied before exec).
