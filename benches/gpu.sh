@@ -11,9 +11,10 @@
 # floydnet"; "kernels" on request), SHAPES (Hector's eight), FLOYD_N (256 512 1024), REPS (10), SETTINGS ("64:1 128:8":
 # channels:heads), DTYPES (rgnn's storage types against each reference run: "f32 tf32 bf16").
 # Writes $OUT/fixtures-*.txt, $OUT/ptxas.txt (registers / spills per kernel), $OUT/pyg.jsonl,
-# $OUT/floydnet.jsonl, $OUT/table.md, $OUT/log.txt, $OUT/device-peaks.json and $OUT/kernels.txt
-# (the kernels phase: per-kernel medians of every model, shape and setting in f32 and bf16, for
-# the bandwidth and tensor-core targets) and nvidia-smi's report ($OUT/gpu.txt) for
+# $OUT/floydnet.jsonl, $OUT/table.md, $OUT/log.txt, $OUT/device-peaks.json, $OUT/kernels.txt and
+# kernels.jsonl (the kernels phase: per-kernel medians, bytes and flops of every model, shape and
+# setting in f32 and bf16) with $OUT/kernel-rates.md (those against the bandwidth and tensor-core
+# targets, by benches/kernel_rates.py) and nvidia-smi's report ($OUT/gpu.txt) for
 # docs/BENCHMARKS.md. Results append, so the phases (or
 # SHAPES / SETTINGS subsets) can run as separate calls into one OUT.
 set -u
@@ -110,11 +111,16 @@ echo "== device peaks and per-kernel times" | tee -a "$LOG"
 kernel_times() {
     for dtype in f32 bf16; do
         echo "== $s ${ch}x$heads $m $dtype" >> "$OUT/kernels.txt"
-        "$RGNN" bench --backend cuda --reps "$REPS" --kernels --dtype "$dtype" --model "$model" --graph "$g" >> "$OUT/kernels.txt" 2>&1
+        "$RGNN" bench --backend cuda --reps "$REPS" --kernels --dtype "$dtype" --model "$model" --graph "$g" \
+            --json "$OUT/kernels-last.json" >> "$OUT/kernels.txt" 2>&1 &&
+            "$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); r.update(case=sys.argv[2], dtype=sys.argv[3]); print(json.dumps(r))' \
+                "$OUT/kernels-last.json" "$s ${ch}x$heads $m" "$dtype" >> "$OUT/kernels.jsonl"
     done
 }
 each_model kernel_times
-echo "per-kernel times in kernels.txt" | tee -a "$LOG"
+"$PY" benches/kernel_rates.py "$OUT/kernels.jsonl" "$OUT/device-peaks.json" > "$OUT/kernel-rates.md" 2>>"$LOG"
+cat "$OUT/kernel-rates.md" | tee -a "$LOG"
+echo "per-kernel times in kernels.txt, rates against the targets in kernel-rates.md" | tee -a "$LOG"
 fi
 
 results=$(ls "$OUT"/pyg.jsonl "$OUT"/floydnet.jsonl 2>/dev/null)

@@ -203,7 +203,13 @@ fn dispatch(cmd: Command) -> Result<()> {
                     }
                     Emit::Cuda => {
                         let generated = rgnn::runtime::emit_cuda(&m, &g, options(dtype, tf32), arch_major(&arch)?)?;
-                        for d in &generated.dispatches {
+                        let work = rgnn::kernels::gpu::kernel_work(&generated.dispatches);
+                        for (i, d) in generated.dispatches.iter().enumerate() {
+                            if i == 0 || generated.dispatches[i - 1].kernel != d.kernel {
+                                if let Some(w) = work.iter().find(|w| w.kernel == d.kernel) {
+                                    println!("// ==== k{}: moves {} bytes, {} flops", w.kernel, w.bytes, w.flops);
+                                }
+                            }
                             println!(
                                 "// ==== {}: grid {:?}, block {:?}, {} parameters",
                                 d.label,
@@ -303,7 +309,11 @@ fn dispatch(cmd: Command) -> Result<()> {
                         for k in &list {
                             println!("{:>12.4} {:>6.1}  {}", k.median_s * 1e3, 100.0 * k.median_s / total.max(f64::MIN_POSITIVE), k.label);
                         }
-                        report["kernels"] = list.iter().map(|k| serde_json::json!({"label": k.label, "median_s": k.median_s})).collect();
+                        report["kernels"] =
+                            list.iter().map(|k| serde_json::json!({"label": k.label, "kernel": k.kernel, "median_s": k.median_s})).collect();
+                        if let (Some(work), Some(plan)) = (s.kernel_work(), s.plan()) {
+                            report["kernel_work"] = kernel_rates(&list, &work, plan).into();
+                        }
                     }
                     None => println!(
                         "# per-kernel times: the {} backend does not time kernels one by one (cuda does; on cpu, RGNN_PROFILE=1 prints them)",
@@ -319,4 +329,38 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Demo => rgnn::demo::run()?,
     }
     Ok(())
+}
+
+/// Per level-2 kernel: its time (the sum of its launches' medians), bytes and flops (see
+/// `KernelWork`) and the rates they give; printed as a table, returned for the JSON report.
+fn kernel_rates(
+    times: &[rgnn::runtime::KernelTime],
+    work: &[rgnn::runtime::KernelWork],
+    plan: &rgnn::ir::level2::KernelProgram,
+) -> Vec<serde_json::Value> {
+    println!(
+        "{:>6} {:<16} {:>10} {:>10} {:>9} {:>10} {:>9}  (bytes: every bound array once; flops: matrix products)",
+        "kernel", "template", "ms", "MB", "GB/s", "GFLOP", "TFLOP/s"
+    );
+    let rate = |x: f64, s: f64| if s > 0.0 { x / s } else { 0.0 };
+    work.iter()
+        .map(|w| {
+            let seconds: f64 = times.iter().filter(|t| t.kernel == w.kernel).map(|t| t.median_s).sum();
+            let template = plan.kernels.get(w.kernel).map_or("?", |k| k.template());
+            let (bytes, flops) = (w.bytes as f64, w.flops);
+            println!(
+                "{:>6} {template:<16} {:>10.4} {:>10.2} {:>9.1} {:>10.3} {:>9.2}",
+                format!("k{}", w.kernel),
+                seconds * 1e3,
+                bytes / 1e6,
+                rate(bytes, seconds) / 1e9,
+                flops / 1e9,
+                rate(flops, seconds) / 1e12
+            );
+            serde_json::json!({
+                "kernel": w.kernel, "template": template, "seconds": seconds, "bytes": w.bytes, "flops": flops,
+                "bytes_per_s": rate(bytes, seconds), "flops_per_s": rate(flops, seconds),
+            })
+        })
+        .collect()
 }

@@ -174,6 +174,8 @@ fn inspect_emits_cuda_for_the_named_architecture() {
     // Tensor-core GEMMs from sm_80 on (bf16 storage, or f32 with --tf32); the SIMT GEMM before.
     let (ok, text, err) = emit(&["--dtype", "bf16"]);
     assert!(ok && text.contains("gemm (tensor cores)") && text.contains("mma.sync.aligned.m16n8k16"), "{err}");
+    // Each level-2 kernel's work (what `bench --kernels` turns into rates) heads its dispatches.
+    assert!(text.contains("// ==== k0: moves ") && text.contains("// ==== k1: moves ") && text.contains(" flops\n"), "{text}");
     let (ok, text, err) = emit(&["--tf32"]);
     assert!(ok && text.contains("gemm (tensor cores)"), "{err}");
     let (ok, text, err) = emit(&["--dtype", "bf16", "--arch", "sm_75"]);

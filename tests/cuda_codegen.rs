@@ -523,3 +523,56 @@ fn tensor_core_pivot_attention_matches_the_cpu_backend() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The work `rgnn bench --kernels` divides its times by: a GEMM's flops are 2 · rows · in · out
+/// over the rows of its domain (compact (source, relation) rows as the plan's compaction decided,
+/// or nodes), a pivot attention's are 8 · B · N³ · C, a traversal has none and moves at least its
+/// input rows, its output rows and an index per edge.
+#[test]
+fn kernel_work_counts_products_and_arrays() {
+    use rgnn::ir::level2::{Kernel, RowOp};
+    let load = |case: &str| {
+        let m = Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap();
+        let g = Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap();
+        (m, g)
+    };
+    let (m, g) = load("rgcn_mean");
+    let work = rgnn::kernels::gpu::kernel_work(&rgnn::runtime::emit_cuda(&m, &g, CompileOptions::default(), 8).unwrap().dispatches);
+    let session = rgnn::Session::new(&m, &g, rgnn::BackendKind::Cpu).unwrap();
+    let plan = session.plan().unwrap();
+    assert_eq!(work.iter().map(|w| w.kernel).collect::<Vec<_>>(), (0..plan.kernels.len()).collect::<Vec<_>>());
+    let nodes = expected("rgcn_mean")[0].1.shape[0];
+    let edges: usize = plan.compaction.iter().map(|c| c.0).sum();
+    let compact_rows: usize = plan.compaction.iter().map(|&(e, u, c)| if c { u } else { e }).sum();
+    let (Kernel::Gemm(k0), Kernel::Traversal(k1), Kernel::Gemm(k2)) = (&plan.kernels[0], &plan.kernels[1], &plan.kernels[2]) else {
+        panic!("rgcn_mean lowers to gemm, traversal, gemm:\n{}", plan.to_text())
+    };
+    let RowOp::Load { buffer: x, .. } = k0.input.ops[0] else { panic!("the first GEMM loads x") };
+    let (features, out) = (plan.buffer(x).width, plan.buffer(k0.output).width);
+    assert_eq!(work[0].flops, 2.0 * (compact_rows * features * out) as f64);
+    assert_eq!(work[2].flops, 2.0 * (nodes * features * plan.buffer(k2.output).width) as f64);
+    assert_eq!(work[1].flops, 0.0);
+    let floor = 4 * (compact_rows * out + nodes * plan.buffer(k1.output).width + edges);
+    let traversal = work[1].bytes as usize;
+    assert!(
+        traversal >= floor && traversal <= floor + 4 * 8 * (edges + nodes + compact_rows),
+        "traversal moves {traversal} bytes, floor {floor}"
+    );
+
+    let (m, g) = load("floyd_pre_ln");
+    let work = rgnn::kernels::gpu::kernel_work(&rgnn::runtime::emit_cuda(&m, &g, CompileOptions::default(), 8).unwrap().dispatches);
+    let session = rgnn::Session::new(&m, &g, rgnn::BackendKind::Cpu).unwrap();
+    let plan = session.plan().unwrap();
+    let (batch, n) = (2, 8); // the fixture's pair graphs
+    let mut pivots = 0;
+    for (k, kernel) in plan.kernels.iter().enumerate() {
+        if let Kernel::PivotAttention(p) = kernel {
+            let out = plan.buffer(p.output);
+            let shape = &expected("floyd_pre_ln")[0].1.shape;
+            assert_eq!(shape[..shape.len() - 1].iter().product::<usize>(), batch * n * n, "B · N² pair rows");
+            assert_eq!(work[k].flops, 8.0 * (batch * n * n * n * out.width) as f64, "k{k}");
+            pivots += 1;
+        }
+    }
+    assert_eq!(pivots, 2, "two blocks, one pivot attention each");
+}

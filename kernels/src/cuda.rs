@@ -428,6 +428,16 @@ extern \"C\" __global__ void __launch_bounds__({threads}) {ENTRY}({params}) {{
             params = params.join(", "),
             body = sh.body
         );
-        Dispatch { label, source, entry: ENTRY, bindings, workgroups, threads: [wx as u32, wy as u32], tables: sh.tables }
+        Dispatch {
+            label,
+            source,
+            entry: ENTRY,
+            bindings,
+            workgroups,
+            threads: [wx as u32, wy as u32],
+            tables: sh.tables,
+            kernel: 0,
+            flops: 0.0,
+        }
     }
 }

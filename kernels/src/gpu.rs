@@ -172,6 +172,43 @@ pub struct Dispatch {
     pub threads: [u32; 2],
     /// Tables (u32) this dispatch owns, uploaded once per graph (GEMM rows and tiles).
     pub tables: Vec<Vec<u32>>,
+    /// The level-2 kernel it belongs to (index into the program's kernels).
+    pub kernel: usize,
+    /// Floating-point operations of its matrix products, 2 per multiply-add (GEMM, pivot
+    /// attention); 0 for dispatches without one.
+    pub flops: f64,
+}
+
+/// What one level-2 kernel must move and compute, the numerators of the rates `rgnn bench
+/// --kernels` reports against the device's bandwidth and tensor-core rate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelWork {
+    pub kernel: usize,
+    /// Bytes of every array its dispatches bind (buffers, parameters, index arrays, tables),
+    /// each counted once: the traffic of reading every input and writing every output once.
+    /// Round trips through scratch between its own dispatches are not counted (they are the
+    /// implementation's cost, not the kernel's work), nor are gathered rows read again.
+    pub bytes: u64,
+    /// Sum of its dispatches' [`Dispatch::flops`].
+    pub flops: f64,
+}
+
+/// Per level-2 kernel (in program order) the work of its dispatches.
+pub fn kernel_work(dispatches: &[Dispatch]) -> Vec<KernelWork> {
+    let mut out: Vec<(KernelWork, std::collections::BTreeSet<ArrayRef>)> = vec![];
+    for d in dispatches {
+        if out.last().is_none_or(|(w, _)| w.kernel != d.kernel) {
+            out.push((KernelWork { kernel: d.kernel, bytes: 0, flops: 0.0 }, Default::default()));
+        }
+        let (work, seen) = out.last_mut().expect("just pushed");
+        work.flops += d.flops;
+        for b in &d.bindings {
+            if !matches!(b.array, ArrayRef::Scratch(_)) && seen.insert(b.array) {
+                work.bytes += (b.len * b.elem.bytes()) as u64;
+            }
+        }
+    }
+    out.into_iter().map(|(w, _)| w).collect()
 }
 
 /// Rows of `d` grouped by weight type (the grouped GEMM's work, and its order).
@@ -201,5 +238,41 @@ pub fn grid(groups: usize, max_per_dim: u32) -> [u32; 3] {
         [groups.max(1) as u32, 1, 1]
     } else {
         [max as u32, groups.div_ceil(max) as u32, 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dispatch(kernel: usize, flops: f64, arrays: &[(ArrayRef, usize)]) -> Dispatch {
+        let bindings = arrays
+            .iter()
+            .map(|&(array, len)| Binding { array, elem: Elem::F32, chunk: 0, chunk_elems: len, len, writable: false })
+            .collect();
+        Dispatch {
+            label: String::new(),
+            source: String::new(),
+            entry: "main",
+            bindings,
+            workgroups: [1; 3],
+            threads: [1, 1],
+            tables: vec![],
+            kernel,
+            flops,
+        }
+    }
+
+    #[test]
+    fn kernel_work_counts_each_array_of_a_kernel_once_and_no_scratch() {
+        let x = ArrayRef::Data(BufferId(0));
+        let src = ArrayRef::Index(IndexArray::Src);
+        let work = kernel_work(&[
+            dispatch(0, 0.0, &[(x, 100), (ArrayRef::Scratch(0), 1000)]),
+            dispatch(0, 50.0, &[(ArrayRef::Scratch(0), 1000), (ArrayRef::Param(ParamId(0)), 10)]),
+            dispatch(1, 0.0, &[(x, 100), (src, 7)]),
+            dispatch(1, 0.0, &[(x, 100), (src, 7)]),
+        ]);
+        assert_eq!(work, vec![KernelWork { kernel: 0, bytes: 440, flops: 50.0 }, KernelWork { kernel: 1, bytes: 428, flops: 0.0 }]);
     }
 }

@@ -165,6 +165,7 @@ pub fn generate(ctx: &GenCtx, fin: &dyn Finish) -> Result<Vec<Dispatch>, String>
     let t = Templates { ctx, fin, l: ctx.lang };
     let mut out = vec![];
     for (k, kernel) in ctx.kp.kernels.iter().enumerate() {
+        let first = out.len();
         match kernel {
             Kernel::Map(m) => {
                 let w = ctx.kp.buffer(m.output).width;
@@ -174,6 +175,7 @@ pub fn generate(ctx: &GenCtx, fin: &dyn Finish) -> Result<Vec<Dispatch>, String>
             Kernel::Traversal(tk) => out.extend(t.traversals(k, tk)?),
             Kernel::PivotAttention(p) => out.push(t.pivot(k, p)?),
         }
+        out[first..].iter_mut().for_each(|d| d.kernel = k);
     }
     Ok(out)
 }
@@ -316,6 +318,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         let tile_grid = grid(n_tiles, self.fin.max_workgroups_per_dim());
         let workgroups = [tile_grid[0], (blocks * col_tiles) as u32, tile_grid[1]];
 
+        let flops = 2.0 * (row_list.len() * blocks * bin * bout) as f64;
         let tiling = GemmTiling { a_array, a_at, c_array, row_list, tiles, col_tiles, grid_x: tile_grid[0] };
         let (sh, label) = if self.ctx.tensor_cores {
             (self.gemm_mma(gk, tiling, false), format!("k{k} gemm (tensor cores)"))
@@ -324,7 +327,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         } else {
             (self.gemm_simt(gk, tiling), format!("k{k} gemm"))
         };
-        out.push(self.fin.finish(sh, label, workgroups));
+        out.push(Dispatch { flops, ..self.fin.finish(sh, label, workgroups) });
         if !plain_epilogue {
             let w = self.ctx.kp.buffer(gk.output).width;
             out.push(self.rowwise(
@@ -1227,7 +1230,15 @@ impl<'c, 'a> Templates<'c, 'a> {
         Ok(self.finish_warp_rows(sh, label, wg))
     }
 
+    /// Pivot attention, on tensor cores where its heads fit; either way its flops are the four
+    /// products per (b, i, j, k) triple and column: q·k_ij, q·k_jk, p·v_ij, p·v_jk.
     fn pivot(&self, k: usize, p: &PivotKernel) -> Result<Dispatch, String> {
+        let (batch, n, _) = self.ctx.g.pair.ok_or_else(|| format!("k{k}: pivot attention needs a pair graph"))?;
+        let flops = 8.0 * (batch * n * n) as f64 * (n * p.shape.heads * p.shape.dim) as f64;
+        Ok(Dispatch { flops, ..self.pivot_body(k, p)? })
+    }
+
+    fn pivot_body(&self, k: usize, p: &PivotKernel) -> Result<Dispatch, String> {
         if let Some(mode) = pivot_tensor_cores(self.ctx, p.shape.dim) {
             return self.pivot_mma(k, p, mode);
         }

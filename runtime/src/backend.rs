@@ -55,13 +55,22 @@ pub trait Executable: Send {
         let _ = reps;
         Ok(None)
     }
+    /// Per level-2 kernel, the bytes it must move and the flops of its matrix products, where
+    /// the backend generated the kernels it times (CUDA); `None` elsewhere.
+    fn kernel_work(&self) -> Option<Vec<KernelWork>> {
+        None
+    }
 }
+
+pub use rgnn_kernels::gpu::KernelWork;
 
 /// One kernel's time (see [`Executable::kernel_seconds`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct KernelTime {
     /// The dispatch's label (`k4 traversal (columns)`, ...).
     pub label: String,
+    /// The level-2 kernel it is part of.
+    pub kernel: usize,
     pub median_s: f64,
 }
 

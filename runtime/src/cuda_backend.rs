@@ -16,7 +16,7 @@
 //! differential tests and benchmarks run where a CUDA GPU is present.
 
 use crate::arrays::{decode, ArrayLayout};
-use crate::backend::{check_finite, compile_kernels, graph_index, median, Backend, Executable, KernelTime};
+use crate::backend::{check_finite, compile_kernels, graph_index, median, Backend, Executable, KernelTime, KernelWork};
 use crate::graph::ExecGraph;
 use crate::layout::GraphLayout;
 use crate::{Result, RuntimeError, Tensor};
@@ -203,6 +203,7 @@ unsafe impl Send for ForwardGraph {}
 
 struct Launch {
     label: String,
+    kernel: usize,
     function: CudaFunction,
     config: LaunchConfig,
     /// Device addresses of the kernel's arrays, in parameter order.
@@ -217,6 +218,7 @@ struct CompiledCuda {
     /// Keeps every device allocation alive (the launches hold raw addresses into them).
     _allocations: Vec<CudaSlice<u8>>,
     launches: Vec<Launch>,
+    work: Vec<KernelWork>,
     graph: Option<ForwardGraph>,
     /// (name, device address, bytes, rows, width) of each output.
     outputs: Vec<(String, u64, usize, usize, usize)>,
@@ -287,7 +289,7 @@ impl Backend for CudaBackend {
                 shared_mem_bytes: 0,
             };
             let args = d.bindings.iter().map(|b| layout.address(b.array, di, &base)).collect();
-            launches.push(Launch { label: d.label.clone(), function, config, args });
+            launches.push(Launch { label: d.label.clone(), kernel: d.kernel, function, config, args });
         }
         let outputs = outputs_at.into_iter().map(|(name, slot, bytes, rows, width)| (name, base[slot], bytes, rows, width)).collect();
         let mut exec = CompiledCuda {
@@ -297,6 +299,7 @@ impl Backend for CudaBackend {
             storage: options.storage,
             _allocations: allocations,
             launches,
+            work: rgnn_kernels::gpu::kernel_work(&generated.dispatches),
             graph: None,
             outputs,
             device_bytes: needed,
@@ -393,7 +396,16 @@ impl Executable for CompiledCuda {
                 times[k].push(ms as f64 / 1e3);
             }
         }
-        Ok(Some(self.launches.iter().zip(&mut times).map(|(l, t)| KernelTime { label: l.label.clone(), median_s: median(t) }).collect()))
+        Ok(Some(
+            self.launches
+                .iter()
+                .zip(&mut times)
+                .map(|(l, t)| KernelTime { label: l.label.clone(), kernel: l.kernel, median_s: median(t) })
+                .collect(),
+        ))
+    }
+    fn kernel_work(&self) -> Option<Vec<KernelWork>> {
+        Some(self.work.clone())
     }
 }
 

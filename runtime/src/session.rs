@@ -174,6 +174,11 @@ impl Session {
     pub fn kernel_seconds(&mut self, reps: usize) -> Result<Option<Vec<crate::KernelTime>>> {
         self.exec.kernel_seconds(reps)
     }
+
+    /// Per level-2 kernel, its bytes and flops (see [`crate::KernelWork`]), where known.
+    pub fn kernel_work(&self) -> Option<Vec<crate::KernelWork>> {
+        self.exec.kernel_work()
+    }
     /// The memory plan for this graph, when the model was lowered to kernels.
     pub fn memory_plan(&self) -> Option<rgnn_codegen::MemoryPlan> {
         self.exec.memory_plan()
