@@ -140,6 +140,7 @@ fn generated_cuda_c_computes_what_the_cpu_backend_computes() {
         f32("rgat_nations_within"),
         f32("hgt_h4"),
         f32("hgt_h2_empty_edge_type"),
+        f32("hgt_stack2"),
         f32("dgl_basis_layernorm"),
         f32("floyd_pre_ln"),
         f32("floyd_post_rms_noffn_nomix"),
@@ -148,6 +149,7 @@ fn generated_cuda_c_computes_what_the_cpu_backend_computes() {
         ("hgt_h4", DType::BF16, false, false, 1e-2),
         ("rgat_add_across_h3", DType::F16, false, true, 1e-2),
         ("hgt_h4", DType::BF16, false, true, 1e-2),
+        ("hgt_stack2", DType::F16, false, true, 1e-2),
         ("rgcn_blocks_add", DType::BF16, false, true, 1e-2),
         ("rgcn_mean", DType::F32, true, true, 1e-2),
         ("floyd_pre_ln", DType::F32, true, true, 1e-2),
@@ -575,4 +577,43 @@ fn kernel_work_counts_products_and_arrays() {
         }
     }
     assert_eq!(pivots, 2, "two blocks, one pivot attention each");
+}
+
+/// CUDA GEMMs apply column-separable input and epilogue programs as they load and store (no row
+/// kernel, no scratch round trip), and HGT's per-type K/Q/V GEMMs store straight into the global
+/// K, Q and V buffers (no slice maps); an epilogue with a norm keeps its row kernel, and WGSL
+/// keeps all of them.
+#[test]
+fn cuda_gemms_fuse_separable_row_programs_and_slice_maps() {
+    let load = |case: &str| {
+        let m = Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap();
+        let g = Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap();
+        (m, g)
+    };
+    let cuda = |case: &str| {
+        let (m, g) = load(case);
+        let p = rgnn::runtime::emit_cuda(&m, &g, CompileOptions::default(), 8).unwrap();
+        (p.dispatches.iter().map(|d| d.label.clone()).collect::<Vec<_>>(), p.scratch_elems)
+    };
+    let wgsl = |case: &str| {
+        let (m, g) = load(case);
+        rgnn::runtime::emit_wgsl(&m, &g, CompileOptions::default()).unwrap().dispatches.iter().map(|d| d.label.clone()).collect::<Vec<_>>()
+    };
+    let count = |labels: &[String], what: &str| labels.iter().filter(|l| l.contains(what)).count();
+
+    let (hgt, scratch) = cuda("hgt_h4");
+    assert_eq!(count(&hgt, " map") + count(&hgt, "gemm input") + count(&hgt, "gemm epilogue"), 0, "{hgt:?}");
+    assert_eq!(scratch, [0, 0], "nothing goes through scratch");
+    let hgt_wgsl = wgsl("hgt_h4");
+    assert!(count(&hgt_wgsl, " map") >= 3 && count(&hgt_wgsl, "gemm epilogue") > 0 && count(&hgt_wgsl, "gemm input") > 0, "{hgt_wgsl:?}");
+
+    let (rgcn, _) = cuda("rgcn_mean");
+    assert_eq!(count(&rgcn, "gemm epilogue"), 0, "{rgcn:?}");
+    let (norm, scratch) = cuda("dgl_basis_layernorm");
+    assert_eq!(count(&norm, "gemm epilogue"), 1, "{norm:?}");
+    assert!(scratch[1] > 0);
+    // FloydNet: the relu before the FFN's second GEMM fuses; the layer norms before the others
+    // need whole rows.
+    let (floyd, _) = cuda("floyd_pre_ln");
+    assert!(count(&floyd, "gemm input") < count(&wgsl("floyd_pre_ln"), "gemm input"), "{floyd:?}");
 }

@@ -13,7 +13,9 @@
 //! f16 / bf16 storage, `mma.sync.m16n8k8` on tf32 with f32 storage when [`CudaOptions::tf32`]
 //! allows it; otherwise f32 storage runs them as split tf32 (`rg_mma_tf32x3`, three tf32
 //! products per tile), so f32 results stay within 1e-5. The GEMM's operands come through two
-//! shared-memory stages, A by `cp.async`. The host emulation runs `mma.sync` too (each thread
+//! shared-memory stages, A by `cp.async`. Column-separable GEMM input and epilogue programs run
+//! inside the GEMM (`templates::fuses_prologue` / `fuses_epilogue`), and a GEMM whose product
+//! only feeds slice maps stores the slices ([`absorb_slice_maps`]). The host emulation runs `mma.sync` too (each thread
 //! computing its accumulators from its warp's published fragments) and `cp.async` as a plain
 //! copy, so the fragment layouts are checked without a GPU; the tensor-core paths have not yet
 //! run on one.
@@ -55,12 +57,28 @@ pub struct CudaProgram {
     pub scratch_elems: [usize; 2],
 }
 
+/// Make `kp`'s memory plan agree with the GEMMs that store slice maps' rows
+/// ([`crate::templates::absorbed_slice_maps`]): each absorbed map's output lives from its GEMM
+/// on, and the GEMM's own product, no longer written, for that kernel only. Call before
+/// planning memory for the CUDA kernels.
+pub fn absorb_slice_maps(kp: &mut KernelProgram, param_shapes: &[Vec<usize>]) {
+    for (gemm, maps) in crate::templates::absorbed_slice_maps(kp, param_shapes, Lang::Cuda) {
+        for j in maps {
+            let out = kp.kernels[j].output();
+            let life = &mut kp.buffers[out.0].lifetime;
+            life.0 = life.0.min(gemm);
+        }
+        let product = kp.kernels[gemm].output();
+        kp.buffers[product.0].lifetime = (gemm, gemm);
+    }
+}
+
 /// The entry point of every generated source.
 pub const ENTRY: &str = "rgnn_kernel";
 
 /// Generate every dispatch of `kp` for the graph `g` (see [`crate::wgsl::generate`]).
 pub fn generate(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphIndex, opts: &CudaOptions) -> Result<CudaProgram, String> {
-    let scratch_elems = scratch_sizes(kp, param_shapes, g);
+    let scratch_elems = scratch_sizes(kp, param_shapes, g, Lang::Cuda);
     let tensor_cores = opts.tensor_cores && (matches!(opts.storage, DType::F16 | DType::BF16) || opts.tf32);
     let split_tf32 = opts.tensor_cores && opts.storage == DType::F32 && !opts.tf32;
     let ctx = GenCtx { lang: Lang::Cuda, kp, param_shapes, g, storage: opts.storage, scratch_elems, tensor_cores, split_tf32 };

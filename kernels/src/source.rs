@@ -138,22 +138,60 @@ pub struct GenCtx<'a> {
 }
 
 /// Elements of the scratch buffers: the largest GEMM input rows computed by a prologue pass,
-/// and the largest GEMM product kept for an epilogue pass.
-pub fn scratch_sizes(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphIndex) -> [usize; 2] {
+/// and the largest GEMM product kept for an epilogue pass (none where the GEMM fuses them).
+pub fn scratch_sizes(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphIndex, lang: Lang) -> [usize; 2] {
     let mut s = [0, 0];
     for k in &kp.kernels {
         if let Kernel::Gemm(gk) = k {
             let shape = &param_shapes[gk.weight.0];
             let rows = g.rows(gk.domain);
-            if !matches!(&gk.input.ops[..], [RowOp::Load { .. }]) {
+            let in_w = shape[1] * shape[2];
+            if !matches!(&gk.input.ops[..], [RowOp::Load { .. }]) && !crate::templates::fuses_prologue(lang, gk, in_w) {
                 s[0] = s[0].max(rows * shape[1] * shape[2]);
             }
-            if !matches!(&gk.epilogue.ops[..], [RowOp::Acc]) {
+            let out_w = shape[1] * shape[3];
+            let fused = crate::templates::fuses_epilogue(lang, gk, out_w, kp.buffer(gk.output).width);
+            if !matches!(&gk.epilogue.ops[..], [RowOp::Acc]) && !fused {
                 s[1] = s[1].max(rows * shape[1] * shape[3]);
             }
         }
     }
     s
+}
+
+/// Whether `prog`, of output width `w`, computes each column from the same column of its
+/// operands alone (element-wise ops on rows of width `w`, per-column bias, scalar factors, the
+/// pair mask), so a GEMM can apply it to each product as it stores it
+/// ([`Shader::column_program`]) instead of in a kernel of its own.
+pub fn column_separable(prog: &RowProgram, w: usize) -> bool {
+    prog.widths.iter().all(|&x| x == w)
+        && prog.ops.iter().all(|op| match op {
+            RowOp::Load { .. }
+            | RowOp::Acc
+            | RowOp::Unary { .. }
+            | RowOp::Bias { .. }
+            | RowOp::Scale { .. }
+            | RowOp::ScaleByParam { .. }
+            | RowOp::GatedSkip { .. }
+            | RowOp::PairMask { .. } => true,
+            RowOp::Binary { a_shape, b_shape, .. } => a_shape == b_shape,
+            _ => false,
+        })
+}
+
+/// An activation of `v`, as source.
+fn activation(l: Lang, func: Activation, v: &str) -> String {
+    let f = |x: f32| l.f(x);
+    match func {
+        Activation::Relu => format!("rg_max({v}, {})", f(0.0)),
+        Activation::LeakyRelu(k) => format!("rg_sel({v} * {}, {v}, {v} >= {})", f(k), f(0.0)),
+        Activation::Gelu => format!("{} * {v} * ({} + rg_erf({v} * {}))", f(0.5), f(1.0), f(std::f32::consts::FRAC_1_SQRT_2)),
+        Activation::Silu => format!("{v} * rg_sigmoid({v})"),
+        Activation::Sigmoid => format!("rg_sigmoid({v})"),
+        Activation::Exp => format!("rg_exp({v})"),
+        Activation::Tanh => format!("rg_tanh({v})"),
+        Activation::Elu => format!("rg_sel(rg_exp({v}) - {}, {v}, {v} > {})", f(1.0), f(0.0)),
+    }
 }
 
 /// The opening of a loop over columns `0..w` of a row (`{` included): all of them, or, in a
@@ -379,6 +417,46 @@ impl<'c, 'a> Shader<'c, 'a> {
 
     // ---- row programs ---------------------------------------------------------------------
 
+    /// Emit a [`column_separable`] `prog` for one column `col` of row `row` of domain `d`, every
+    /// slot a scalar `{prefix}{i}` (`acc`: the product at that column). Returns the code; the
+    /// result is `{prefix}{prog.result()}`. A GEMM applies its epilogue this way as it stores.
+    pub fn column_program(&mut self, prog: &RowProgram, d: Domain, row: &str, acc: &str, col: &str, prefix: &str) -> String {
+        let l = self.lang;
+        let f = |x: f32| l.f(x);
+        let s = |x: usize| format!("{prefix}{x}");
+        let mut lines = vec![];
+        for (i, op) in prog.ops.iter().enumerate() {
+            let e = match op {
+                RowOp::Load { buffer, at } => {
+                    let bw = self.ctx.kp.buffer(*buffer).width;
+                    let r = self.resolve(d, row, *at);
+                    self.ld(ArrayRef::Data(*buffer), &format!("({r}) * {bw}u + {col}"))
+                }
+                RowOp::Acc => acc.to_string(),
+                RowOp::Unary { x, f: func } => activation(l, *func, &s(*x)),
+                RowOp::Binary { a, b, f: func, .. } => {
+                    let sym = match func {
+                        BinaryFn::Add => "+",
+                        BinaryFn::Sub => "-",
+                        BinaryFn::Mul => "*",
+                    };
+                    format!("{} {sym} {}", s(*a), s(*b))
+                }
+                RowOp::Bias { x, bias } => format!("{} + {}", s(*x), self.ld(ArrayRef::Param(*bias), col)),
+                RowOp::Scale { x, factor } => format!("{} * {}", s(*x), f(*factor)),
+                RowOp::ScaleByParam { x, factor } => format!("{} * {}", s(*x), self.ld(ArrayRef::Param(*factor), "0u")),
+                RowOp::GatedSkip { update, residual, gate } => {
+                    let g = format!("rg_sigmoid({})", self.ld(ArrayRef::Param(*gate), "0u"));
+                    format!("{g} * {} + ({} - {g}) * {}", s(*update), f(1.0), s(*residual))
+                }
+                RowOp::PairMask { x } => format!("rg_sel({}, {}, {})", f(0.0), s(*x), self.pair_keep(row)),
+                other => unreachable!("column_program of a program that is not column-separable ({other:?})"),
+            };
+            lines.push(l.let_(&s(i), &e));
+        }
+        lines.join(" ")
+    }
+
     /// Emit `prog` (ops `..upto`) for row `row` of domain `d`; slot `i` is the array
     /// `{prefix}{i}`. `acc` / `alpha` name the arrays `Acc` / `Softmax` read.
     #[allow(clippy::too_many_arguments)]
@@ -422,19 +500,7 @@ impl<'c, 'a> Shader<'c, 'a> {
                     b += &each(format!("{o}[c] = {v};"));
                 }
                 RowOp::Unary { x, f: func } => {
-                    let v = format!("{}[c]", s(*x));
-                    let e = match func {
-                        Activation::Relu => format!("rg_max({v}, {})", f(0.0)),
-                        Activation::LeakyRelu(k) => format!("rg_sel({v} * {}, {v}, {v} >= {})", f(*k), f(0.0)),
-                        Activation::Gelu => {
-                            format!("{} * {v} * ({} + rg_erf({v} * {}))", f(0.5), f(1.0), f(std::f32::consts::FRAC_1_SQRT_2))
-                        }
-                        Activation::Silu => format!("{v} * rg_sigmoid({v})"),
-                        Activation::Sigmoid => format!("rg_sigmoid({v})"),
-                        Activation::Exp => format!("rg_exp({v})"),
-                        Activation::Tanh => format!("rg_tanh({v})"),
-                        Activation::Elu => format!("rg_sel(rg_exp({v}) - {}, {v}, {v} > {})", f(1.0), f(0.0)),
-                    };
+                    let e = activation(l, *func, &format!("{}[c]", s(*x)));
                     b += &each(format!("{o}[c] = {e};"));
                 }
                 RowOp::Binary { a, b: bb, f: func, a_shape, b_shape } => {

@@ -25,7 +25,7 @@
 //!   both halves of P·V as `mma.sync` products (see `Templates::pivot_mma`).
 
 use crate::gpu::{gemm_row_groups, gemm_tiles, grid, ArrayRef, Dispatch, Elem, IndexArray};
-use crate::source::{column_loop, GenCtx, Lang, Shader, NEG_BIG, WARP_SYNC};
+use crate::source::{column_loop, column_separable, GenCtx, Lang, Shader, NEG_BIG, WARP_SYNC};
 use rgnn_ir::level2::DType;
 use rgnn_ir::level2::*;
 use rgnn_ir::{Domain, Reduce, SoftmaxGroup};
@@ -163,15 +163,20 @@ pub trait Finish {
 /// Every dispatch of the program, in order.
 pub fn generate(ctx: &GenCtx, fin: &dyn Finish) -> Result<Vec<Dispatch>, String> {
     let t = Templates { ctx, fin, l: ctx.lang };
+    let absorbed = absorbed_slice_maps(ctx.kp, ctx.param_shapes, ctx.lang);
+    let skipped: Vec<usize> = absorbed.values().flatten().copied().collect();
     let mut out = vec![];
     for (k, kernel) in ctx.kp.kernels.iter().enumerate() {
         let first = out.len();
+        if skipped.contains(&k) {
+            continue; // its GEMM stored its rows
+        }
         match kernel {
             Kernel::Map(m) => {
                 let w = ctx.kp.buffer(m.output).width;
                 out.push(t.rowwise(format!("k{k} map"), m.domain, &m.program, None, ArrayRef::Data(m.output), w, m.output_at)?)
             }
-            Kernel::Gemm(gk) => t.gemm(k, gk, &mut out)?,
+            Kernel::Gemm(gk) => t.gemm(k, gk, absorbed.get(&k).cloned().unwrap_or_default(), &mut out)?,
             Kernel::Traversal(tk) => out.extend(t.traversals(k, tk)?),
             Kernel::PivotAttention(p) => out.push(t.pivot(k, p)?),
         }
@@ -181,12 +186,16 @@ pub fn generate(ctx: &GenCtx, fin: &dyn Finish) -> Result<Vec<Dispatch>, String>
 }
 
 /// What both GEMM bodies take from [`Templates::gemm`]: where A is read (and through which row
-/// reference) and C written, every row in weight-type order, the tiles `(type, first, count)`,
-/// column tiles per block, and the grid's x extent (tiles beyond it go to z).
+/// reference; `None`: each element computed by the input program, see [`fuses_prologue`]) and
+/// C written, every row in weight-type order, the tiles `(type, first, count)`, column tiles per
+/// block, and the grid's x extent (tiles beyond it go to z).
 struct GemmTiling {
-    a_array: ArrayRef,
-    a_at: RowRef,
+    a: Option<(ArrayRef, RowRef)>,
     c_array: ArrayRef,
+    /// The epilogue runs on each product as it is stored (see [`fuses_epilogue`]).
+    fused_epilogue: bool,
+    /// Map kernels whose slices of the product it stores (see [`absorbed_slice_maps`]).
+    slice_maps: Vec<usize>,
     row_list: Vec<u32>,
     tiles: Vec<u32>,
     col_tiles: usize,
@@ -200,7 +209,8 @@ struct GemmExprs {
     t_cnt: String,
     r: String,
     a_row: String,
-    a_val: String,
+    /// Sets `a` to A's element at the tile's row `m`, column `k0 + kk` of block `blk`.
+    a_set: String,
     w_val: String,
 }
 
@@ -296,20 +306,25 @@ impl<'c, 'a> Templates<'c, 'a> {
         self.fin.finish(sh, label, wg)
     }
 
-    fn gemm(&self, k: usize, gk: &GemmKernel, out: &mut Vec<Dispatch>) -> Result<(), String> {
+    /// The grouped GEMM (and its input and epilogue row kernels where it does not fuse them);
+    /// `slice_maps`: the map kernels it stores its product into instead of its output.
+    fn gemm(&self, k: usize, gk: &GemmKernel, slice_maps: Vec<usize>, out: &mut Vec<Dispatch>) -> Result<(), String> {
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (types, blocks, bin, bout) = (shape[0], shape[1], shape[2], shape[3]);
         let (in_w, out_w) = (blocks * bin, blocks * bout);
-        // The A operand: a plain (possibly gathered) buffer row, or the prologue's scratch rows.
-        let (a_array, a_at) = match &gk.input.ops[..] {
-            [RowOp::Load { buffer, at }] => (ArrayRef::Data(*buffer), *at),
+        // The A operand: a plain (possibly gathered) buffer row, the input program applied to
+        // each element as it is loaded, or the prologue's scratch rows.
+        let a = match &gk.input.ops[..] {
+            [RowOp::Load { buffer, at }] => Some((ArrayRef::Data(*buffer), *at)),
+            _ if fuses_prologue(self.l, gk, in_w) => None,
             _ => {
                 out.push(self.rowwise(format!("k{k} gemm input"), gk.domain, &gk.input, None, ArrayRef::Scratch(0), in_w, RowRef::Own)?);
-                (ArrayRef::Scratch(0), RowRef::Own)
+                Some((ArrayRef::Scratch(0), RowRef::Own))
             }
         };
         let plain_epilogue = matches!(&gk.epilogue.ops[..], [RowOp::Acc]);
-        let c_array = if plain_epilogue { ArrayRef::Data(gk.output) } else { ArrayRef::Scratch(1) };
+        let fused_epilogue = !plain_epilogue && fuses_epilogue(self.l, gk, out_w, self.ctx.kp.buffer(gk.output).width);
+        let c_array = if plain_epilogue || fused_epilogue { ArrayRef::Data(gk.output) } else { ArrayRef::Scratch(1) };
 
         let groups = gemm_row_groups(self.ctx.g, gk.domain, gk.select, types);
         let (row_list, tiles) = gemm_tiles(&groups, TM);
@@ -319,7 +334,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         let workgroups = [tile_grid[0], (blocks * col_tiles) as u32, tile_grid[1]];
 
         let flops = 2.0 * (row_list.len() * blocks * bin * bout) as f64;
-        let tiling = GemmTiling { a_array, a_at, c_array, row_list, tiles, col_tiles, grid_x: tile_grid[0] };
+        let tiling = GemmTiling { a, c_array, fused_epilogue, slice_maps, row_list, tiles, col_tiles, grid_x: tile_grid[0] };
         let (sh, label) = if self.ctx.tensor_cores {
             (self.gemm_mma(gk, tiling, false), format!("k{k} gemm (tensor cores)"))
         } else if self.ctx.split_tf32 {
@@ -328,7 +343,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             (self.gemm_simt(gk, tiling), format!("k{k} gemm"))
         };
         out.push(Dispatch { flops, ..self.fin.finish(sh, label, workgroups) });
-        if !plain_epilogue {
+        if !plain_epilogue && !fused_epilogue {
             let w = self.ctx.kp.buffer(gk.output).width;
             out.push(self.rowwise(
                 format!("k{k} gemm epilogue"),
@@ -350,21 +365,28 @@ impl<'c, 'a> Templates<'c, 'a> {
         &self,
         sh: &mut Shader,
         gk: &GemmKernel,
-        a_array: ArrayRef,
-        a_at: RowRef,
+        a: Option<(ArrayRef, RowRef)>,
         rows_t: ArrayRef,
         tiles_t: ArrayRef,
     ) -> GemmExprs {
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
         let in_w = blocks * bin;
+        let col = format!("blk * {bin}u + k0 + kk");
+        let (a_row, a_set) = match a {
+            Some((array, at)) => (sh.resolve(gk.domain, "r", at), format!("a = {};", sh.ld(array, &format!("arow[m] * {in_w}u + {col}")))),
+            None => {
+                let code = sh.column_program(&gk.input, gk.domain, "orow[m]", &self.l.f(0.0), &col, "pr");
+                ("r".to_string(), format!("{code} a = pr{};", gk.input.result()))
+            }
+        };
         GemmExprs {
             t_type: sh.ld(tiles_t, "tile * 3u"),
             t_start: sh.ld(tiles_t, "tile * 3u + 1u"),
             t_cnt: sh.ld(tiles_t, "tile * 3u + 2u"),
             r: sh.ld(rows_t, "start + li"),
-            a_row: sh.resolve(gk.domain, "r", a_at),
-            a_val: sh.ld(a_array, &format!("arow[m] * {in_w}u + blk * {bin}u + k0 + kk")),
+            a_row,
+            a_set,
             w_val: sh.ld(ArrayRef::Param(gk.weight), &format!("((ttype * {blocks}u + blk) * {bin}u + k0 + kb) * {bout}u + n0 + nb")),
         }
     }
@@ -381,10 +403,10 @@ impl<'c, 'a> Templates<'c, 'a> {
     /// each lane's k values are adjacent; row pitches are padded so the fragment reads of a warp
     /// hit 32 different banks.
     fn gemm_mma(&self, gk: &GemmKernel, tiling: GemmTiling, split: bool) -> Shader<'c, 'a> {
-        let GemmTiling { a_array, a_at, c_array, row_list, tiles, col_tiles, grid_x } = tiling;
+        let GemmTiling { a, c_array, fused_epilogue, slice_maps, row_list, tiles, col_tiles, grid_x } = tiling;
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
-        let (in_w, out_w) = (blocks * bin, blocks * bout);
+        let in_w = blocks * bin;
         let mut sh = Shader::new(self.ctx, (128, 1));
         // The operand type in shared memory and the conversion to it: 16-bit values (f16 / bf16
         // storage), tf32 bit patterns (f32 storage with tf32 allowed), or whole f32 bits that
@@ -392,12 +414,13 @@ impl<'c, 'a> Templates<'c, 'a> {
         // tf32 fragments, K step 8.
         let f32_operands = self.ctx.storage == DType::F32;
         let MmaOperands { ty: op_ty, convert, mma, k_step } = mma_operands(self.ctx.storage, split);
-        // A by cp.async in the largest copy its alignment allows (16 or 4 bytes; A's rows are
-        // `in_w` elements apart and a block starts `bin` in), else by plain loads, converted.
-        let a_elem = sh.elem(a_array);
+        // A rows by cp.async in the largest copy their alignment allows (16 or 4 bytes; A's rows
+        // are `in_w` elements apart and a block starts `bin` in), else (or computed by a fused
+        // input program) by plain loads, converted.
+        let a_elem = a.map_or(Elem::F32, |(array, _)| sh.elem(array));
         let a_bytes = a_elem.bytes();
         let aligned = |bytes: usize| (in_w * a_bytes).is_multiple_of(bytes) && (bin * a_bytes).is_multiple_of(bytes);
-        let copy_bytes = [16, 4].into_iter().find(|&b| aligned(b));
+        let copy_bytes = a.and_then(|_| [16, 4].into_iter().find(|&b| aligned(b)));
         let a_ty = match (copy_bytes, a_elem) {
             (Some(_), Elem::F32) => "float",
             (Some(_), _) => "unsigned short",
@@ -460,13 +483,14 @@ impl<'c, 'a> Templates<'c, 'a> {
             TM * ap,
             TN * bp
         ));
-        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_val, w_val } = self.gemm_exprs(&mut sh, gk, a_array, a_at, rows_t, tiles_t);
-        let st = sh.st(c_array, &format!("orow[m] * {out_w}u + blk * {bout}u + n"), "acc[i][j][e]");
+        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_set, w_val } = self.gemm_exprs(&mut sh, gk, a, rows_t, tiles_t);
+        let st = self.gemm_store(&mut sh, gk, c_array, fused_epilogue, &slice_maps, "acc[i][j][e]");
         // Stage `s`'s A rows for the K step at `k0`.
         let load_a = match copy_bytes {
             Some(bytes) => {
                 let per_copy = bytes / a_bytes;
                 let copies = TM * TK / per_copy;
+                let (a_array, _) = a.expect("copied A rows are a buffer's");
                 let from = sh.ptr(a_array, &format!("rg_selu(0u, arow[m], ok) * {in_w}u + blk * {bin}u + k0 + kk"));
                 format!(
                     "#pragma unroll
@@ -487,7 +511,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             const unsigned idx = li + q * 128u;
             const unsigned m = idx / {TK}u, kk = idx % {TK}u;
             float a = 0.0f;
-            if (m < cnt && k0 + kk < {bin}u) {{ a = {a_val}; }}
+            if (m < cnt && k0 + kk < {bin}u) {{ {a_set} }}
             sa[s][m * {ap}u + kk] = {convert}(a);
         }}",
                 per = TM * TK / 128
@@ -566,13 +590,39 @@ impl<'c, 'a> Templates<'c, 'a> {
         sh
     }
 
+    /// The store of product `value` at the tile's row `m`, column `n` of block `blk` (the names
+    /// both GEMM bodies use): to C, or, with `fused`, the epilogue's result for that column to
+    /// the output; with `slice_maps`, into the slice of each map's output that holds that column.
+    fn gemm_store(&self, sh: &mut Shader, gk: &GemmKernel, c_array: ArrayRef, fused: bool, slice_maps: &[usize], value: &str) -> String {
+        let shape = &self.ctx.param_shapes[gk.weight.0];
+        let (out_w, bout) = (shape[1] * shape[3], shape[3]);
+        let col = format!("blk * {bout}u + n");
+        let (code, value) = if fused {
+            let code = sh.column_program(&gk.epilogue, gk.domain, "orow[m]", value, &col, "ep");
+            (code, format!("ep{}", gk.epilogue.result()))
+        } else {
+            (String::new(), value.to_string())
+        };
+        if slice_maps.is_empty() {
+            return format!("{code} {}", sh.st(c_array, &format!("orow[m] * {out_w}u + {col}"), &value));
+        }
+        let mut stores = code;
+        for &j in slice_maps {
+            let (m, start, len) = slice_map(&self.ctx.kp.kernels[j]).expect("an absorbed map is a slice map");
+            let target = sh.resolve(m.domain, "orow[m]", m.output_at);
+            let w = self.ctx.kp.buffer(m.output).width;
+            let st = sh.st(ArrayRef::Data(m.output), &format!("({target}) * {w}u + {col} - {start}u"), &value);
+            let _ = write!(stores, " if ({col} >= {start}u && {col} < {}u) {{ {st} }}", start + len);
+        }
+        stores
+    }
+
     /// The SIMT GEMM (WGSL, CUDA with f32 storage or without tensor cores).
     fn gemm_simt(&self, gk: &GemmKernel, tiling: GemmTiling) -> Shader<'c, 'a> {
-        let GemmTiling { a_array, a_at, c_array, row_list, tiles, col_tiles, grid_x } = tiling;
+        let GemmTiling { a, c_array, fused_epilogue, slice_maps, row_list, tiles, col_tiles, grid_x } = tiling;
         let l = self.l;
         let shape = &self.ctx.param_shapes[gk.weight.0];
-        let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
-        let out_w = blocks * bout;
+        let (bin, bout) = (shape[2], shape[3]);
         let n_tiles = tiles.len() / 3;
         let mut sh = Shader::new(self.ctx, (TN / 4, TM / 4));
         let rows_t = sh.table(row_list);
@@ -582,8 +632,8 @@ impl<'c, 'a> Templates<'c, 'a> {
             sh.globals.push_str(&l.shared(name, elem, len));
             sh.globals.push('\n');
         }
-        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_val, w_val } = self.gemm_exprs(&mut sh, gk, a_array, a_at, rows_t, tiles_t);
-        let st = sh.st(c_array, &format!("orow[m] * {out_w}u + blk * {bout}u + n"), "accm[i * 4u + j]");
+        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_set, w_val } = self.gemm_exprs(&mut sh, gk, a, rows_t, tiles_t);
+        let st = self.gemm_store(&mut sh, gk, c_array, fused_epilogue, &slice_maps, "accm[i * 4u + j]");
         let threads = (TM / 4) * (TN / 4);
         let zero = l.f(0.0);
         let _ = writeln!(
@@ -608,7 +658,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             {m}
             {kk}
             {a}
-            if (m < cnt && k0 + kk < {bin}u) {{ a = {a_val}; }}
+            if (m < cnt && k0 + kk < {bin}u) {{ {a_set} }}
             ta[idx] = a;
             {kb}
             {nb}
@@ -1559,6 +1609,68 @@ impl<'c, 'a> Templates<'c, 'a> {
         let label = if split { "tensor cores, split tf32" } else { "tensor cores" };
         Ok(self.fin.finish(sh, format!("k{k} pivot_attention ({label})"), wg))
     }
+}
+
+/// Whether a GEMM applies its (not plain) epilogue as it stores each product instead of in a
+/// row kernel of its own after a round trip through scratch: CUDA, an epilogue that keeps the
+/// product's width and is [`column_separable`]. WGSL keeps the row kernel (every array the
+/// epilogue loads would be one more storage binding of the GEMM's, against WebGPU's limit).
+pub fn fuses_epilogue(l: Lang, gk: &GemmKernel, out_w: usize, output_width: usize) -> bool {
+    l == Lang::Cuda && out_w == output_width && column_separable(&gk.epilogue, out_w)
+}
+
+/// A map kernel `[load B @Own; B[start..start + len]]`: (the map, B, start, len).
+fn slice_map(k: &Kernel) -> Option<(&MapKernel, usize, usize)> {
+    let Kernel::Map(m) = k else { return None };
+    match &m.program.ops[..] {
+        [RowOp::Load { at: RowRef::Own, .. }, RowOp::Slice { x: 0, start, len }] => Some((m, *start, *len)),
+        _ => None,
+    }
+}
+
+/// CUDA: per GEMM (by kernel index), the map kernels it absorbs. A GEMM whose epilogue is plain
+/// or fused, and whose product is read by nothing but later slice maps over its own domain,
+/// stores each product column straight into the slice of those maps' outputs that holds it (HGT's
+/// per-type K, Q and V projection, split into global K, Q and V buffers): neither the product
+/// nor the copies move through memory. No kernel between the GEMM and a map may read that map's
+/// output, since it is now written earlier; [`crate::cuda::absorb_slice_maps`] extends the
+/// outputs' lifetimes to match for the memory plan.
+pub fn absorbed_slice_maps(kp: &KernelProgram, param_shapes: &[Vec<usize>], l: Lang) -> std::collections::BTreeMap<usize, Vec<usize>> {
+    let mut absorbed = std::collections::BTreeMap::new();
+    if l != Lang::Cuda {
+        return absorbed;
+    }
+    for (k, kernel) in kp.kernels.iter().enumerate() {
+        let Kernel::Gemm(gk) = kernel else { continue };
+        let shape = &param_shapes[gk.weight.0];
+        let out_w = shape[1] * shape[3];
+        let product = gk.output;
+        let plain = matches!(&gk.epilogue.ops[..], [RowOp::Acc]);
+        if kp.buffer(product).role != BufferRole::Intermediate || !(plain || fuses_epilogue(l, gk, out_w, kp.buffer(product).width)) {
+            continue;
+        }
+        let readers: Vec<usize> = (0..kp.kernels.len()).filter(|&j| j != k && kp.kernels[j].reads().contains(&product)).collect();
+        let slices_of_product = |j: usize| {
+            slice_map(&kp.kernels[j]).is_some_and(|(m, _, _)| {
+                j > k
+                    && m.domain == gk.domain
+                    && m.program.loads().all(|b| b == product)
+                    && (k + 1..j).all(|between| !kp.kernels[between].reads().contains(&m.output))
+            })
+        };
+        let written_elsewhere = kp.kernels.iter().enumerate().any(|(j, other)| j != k && other.output() == product);
+        if !readers.is_empty() && !written_elsewhere && readers.iter().all(|&j| slices_of_product(j)) {
+            absorbed.insert(k, readers);
+        }
+    }
+    absorbed
+}
+
+/// Whether a GEMM computes each element of A by its (not plain) input program as it loads it,
+/// instead of in a row kernel writing scratch first: CUDA, a [`column_separable`] program of
+/// the GEMM's input width (so not a norm over the row, which needs the whole row).
+pub fn fuses_prologue(l: Lang, gk: &GemmKernel, in_w: usize) -> bool {
+    l == Lang::Cuda && !matches!(&gk.input.ops[..], [RowOp::Load { .. }]) && column_separable(&gk.input, in_w)
 }
 
 /// How two partial results combine, as source: `a + b`, `rg_max(a, b)`.

@@ -51,7 +51,7 @@ pub fn generate(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphIndex,
     if opts.storage == DType::BF16 {
         return Err("WGSL has no bf16 storage".into());
     }
-    let scratch_elems = scratch_sizes(kp, param_shapes, g);
+    let scratch_elems = scratch_sizes(kp, param_shapes, g, Lang::Wgsl);
     let ctx =
         GenCtx { lang: Lang::Wgsl, kp, param_shapes, g, storage: opts.storage, scratch_elems, tensor_cores: false, split_tf32: false };
     let dispatches = crate::templates::generate(&ctx, &WgslFinish { opts: *opts })?;

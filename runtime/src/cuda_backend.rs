@@ -170,9 +170,10 @@ pub fn generate_cuda(
     options: &rgnn_codegen::CompileOptions,
     tensor_cores: bool,
 ) -> Result<(KernelProgram, GraphLayout, rgnn_kernels::cuda::CudaProgram)> {
-    let (plan, layout) = compile_kernels(program, params, graph, options)
+    let (mut plan, layout) = compile_kernels(program, params, graph, options)
         .map_err(|e| RuntimeError::Invalid(format!("the cuda backend cannot run this model: {e}")))?;
     let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
+    rgnn_kernels::cuda::absorb_slice_maps(&mut plan, &shapes);
     let index = graph_index(graph, &layout);
     let generated = rgnn_kernels::cuda::generate(
         &plan,
