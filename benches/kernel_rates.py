@@ -13,8 +13,9 @@ line. Per case and storage type, one row:
   share of its roofline bound min(bf16 rate, bytes-intensity x bandwidth). Relational GEMMs are
   skinny (K and N of 64 or 128), so the bound is usually the bandwidth, not the tensor cores.
 
-Bytes are every array a kernel binds counted once (see `KernelWork` in kernels/src/gpu.rs): a
-floor of the traffic, so the shares are conservative.
+Bytes are every array a kernel binds counted once (see `KernelWork` in kernels/src/gpu.rs): for
+traversals and relation GEMMs, which use their arrays in full, a floor of the traffic (gathered
+rows read again by other edges are not counted), so those shares are conservative.
 """
 from __future__ import annotations
 

@@ -187,7 +187,10 @@ pub struct KernelWork {
     /// Bytes of every array its dispatches bind (buffers, parameters, index arrays, tables),
     /// each counted once: the traffic of reading every input and writing every output once.
     /// Round trips through scratch between its own dispatches are not counted (they are the
-    /// implementation's cost, not the kernel's work), nor are gathered rows read again.
+    /// implementation's cost, not the kernel's work), nor are gathered rows read again; a kernel
+    /// over one node type that writes its rows of a buffer over all nodes counts the whole
+    /// buffer (an overcount for HGT's per-type GEMMs; traversals and relation GEMMs bind
+    /// arrays they use in full).
     pub bytes: u64,
     /// Sum of its dispatches' [`Dispatch::flops`].
     pub flops: f64,

@@ -555,10 +555,12 @@ impl<'c, 'a> Templates<'c, 'a> {
             sbt[s][(idx % {TN}u) * {bp}u + idx / {TN}u] = {convert}(wr[q]);
         }}
     }};
-    auto load_a = [&](unsigned s, unsigned k0) {{
+    // Stage 0's A rows (written out at both uses, not a lambda: with a fused input program it
+    // grows past what compilers inline, and a called lambda keeps its captures in local memory).
+    {{
+        const unsigned s = 0u, k0 = 0u;
         {load_a}
-    }};
-    load_a(0u, 0u);
+    }}
     load_w(0u);
     store_w(0u);
     rg_cp_async_wait_all();
@@ -566,7 +568,11 @@ impl<'c, 'a> Templates<'c, 'a> {
     for (unsigned k0 = 0u, cur = 0u; k0 < {bin}u; k0 += {TK}u, cur ^= 1u) {{
         const bool more = k0 + {TK}u < {bin}u;
         if (more) {{
-            load_a(cur ^ 1u, k0 + {TK}u);
+            const unsigned s = cur ^ 1u, k_next = k0 + {TK}u;
+            {{
+                const unsigned k0 = k_next;
+                {load_a}
+            }}
             load_w(k0 + {TK}u);
         }}
 {fragments_and_mma}
