@@ -1639,8 +1639,8 @@ fn slice_map(k: &Kernel) -> Option<(&MapKernel, usize, usize)> {
 /// stores each product column straight into the slice of those maps' outputs that holds it (HGT's
 /// per-type K, Q and V projection, split into global K, Q and V buffers): neither the product
 /// nor the copies move through memory. No kernel between the GEMM and a map may read that map's
-/// output, since it is now written earlier; [`crate::cuda::absorb_slice_maps`] extends the
-/// outputs' lifetimes to match for the memory plan.
+/// output or write its rows, since they are now written earlier; [`crate::cuda::absorb_slice_maps`]
+/// extends the outputs' lifetimes to match for the memory plan.
 pub fn absorbed_slice_maps(kp: &KernelProgram, param_shapes: &[Vec<usize>], l: Lang) -> std::collections::BTreeMap<usize, Vec<usize>> {
     let mut absorbed = std::collections::BTreeMap::new();
     if l != Lang::Cuda {
@@ -1656,12 +1656,22 @@ pub fn absorbed_slice_maps(kp: &KernelProgram, param_shapes: &[Vec<usize>], l: L
             continue;
         }
         let readers: Vec<usize> = (0..kp.kernels.len()).filter(|&j| j != k && kp.kernels[j].reads().contains(&product)).collect();
+        // Between the GEMM and the map, nothing may read the map's output or write rows of it
+        // (other node types' slice maps write other rows).
+        let other_rows = |m: &MapKernel, b: usize| {
+            slice_map(&kp.kernels[b]).is_some_and(|(o, _, _)| {
+                o.output_at == RowRef::TypedToGlobal
+                    && m.output_at == RowRef::TypedToGlobal
+                    && matches!((o.domain, m.domain), (Domain::Node(Some(x)), Domain::Node(Some(y))) if x != y)
+            })
+        };
         let slices_of_product = |j: usize| {
             slice_map(&kp.kernels[j]).is_some_and(|(m, _, _)| {
                 j > k
                     && m.domain == gk.domain
                     && m.program.loads().all(|b| b == product)
-                    && (k + 1..j).all(|between| !kp.kernels[between].reads().contains(&m.output))
+                    && (k + 1..j)
+                        .all(|b| !kp.kernels[b].reads().contains(&m.output) && (kp.kernels[b].output() != m.output || other_rows(m, b)))
             })
         };
         let written_elsewhere = kp.kernels.iter().enumerate().any(|(j, other)| j != k && other.output() == product);
