@@ -10,6 +10,14 @@ pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// A fixture case's model and graph.
+pub fn load_case(case: &str) -> (rgnn::Model, rgnn::Graph) {
+    let dir = fixtures_dir();
+    let model = rgnn::Model::load(dir.join(format!("{case}.model.safetensors"))).unwrap();
+    let graph = rgnn::Graph::load(dir.join(format!("{case}.graph.safetensors"))).unwrap();
+    (model, graph)
+}
+
 /// Case names from every `manifest*.json` in the fixtures folder.
 pub fn fixture_cases() -> Vec<String> {
     let mut cases = vec![];

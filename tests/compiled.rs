@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use rgnn::codegen::{CompileOptions, LowerOptions, PassOptions};
 use rgnn::runtime::{compile_for_graph, interpreter};
-use rgnn::{BackendKind, Graph, Model, Session};
+use rgnn::{BackendKind, Session};
 
 /// Every level-1 pass off, each alone, and all on; and the two-pass softmax schedule.
 fn pass_variants() -> Vec<(&'static str, CompileOptions)> {
@@ -29,9 +29,7 @@ fn every_fixture_is_compiled_and_matches_the_interpreter() {
     let mut templates = std::collections::BTreeMap::<&str, usize>::new();
     let mut worst_ratio = 0f64;
     for case in fixture_cases() {
-        let dir = fixtures_dir();
-        let model = Model::load(dir.join(format!("{case}.model.safetensors"))).unwrap();
-        let graph = Graph::load(dir.join(format!("{case}.graph.safetensors"))).unwrap();
+        let (model, graph) = load_case(&case);
         let (program, exec) = compile_for_graph(&model, &graph).unwrap();
         let params = interpreter::eval_params(&program, &model.weights).unwrap();
         let oracle = interpreter::run(&program, &params, &exec).unwrap();

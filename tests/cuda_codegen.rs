@@ -74,8 +74,7 @@ fn every_generated_cuda_kernel_compiles_to_ptx() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut jobs = vec![];
     for case in fixture_cases() {
-        let model = Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap();
-        let graph = Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap();
+        let (model, graph) = load_case(&case);
         let mut variants = vec![(DType::F32, false)];
         if ["rgcn_mean", "rgat_add_across_h3", "hgt_h4", "floyd_pre_ln", "dgl_basis_layernorm"].contains(&case.as_str()) {
             variants.extend([(DType::F16, false), (DType::BF16, false), (DType::F32, true)]);
@@ -161,8 +160,7 @@ fn generated_cuda_c_computes_what_the_cpu_backend_computes() {
     let mut failures = vec![];
     for (i, &(case, storage, tf32, tensor_cores, tolerance)) in cases.iter().enumerate() {
         let what = format!("{case} ({storage:?}{}{})", if tf32 { ", tf32" } else { "" }, if tensor_cores { ", tensor cores" } else { "" });
-        let model = Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap();
-        let graph = Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap();
+        let (model, graph) = load_case(case);
         let options = CompileOptions { storage, tf32, ..Default::default() };
         failures.extend(host_emulation_against_cpu(
             &what,
@@ -533,12 +531,7 @@ fn tensor_core_pivot_attention_matches_the_cpu_backend() {
 #[test]
 fn kernel_work_counts_products_and_arrays() {
     use rgnn::ir::level2::{Kernel, RowOp};
-    let load = |case: &str| {
-        let m = Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap();
-        let g = Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap();
-        (m, g)
-    };
-    let (m, g) = load("rgcn_mean");
+    let (m, g) = load_case("rgcn_mean");
     let work = rgnn::kernels::gpu::kernel_work(&rgnn::runtime::emit_cuda(&m, &g, CompileOptions::default(), 8).unwrap().dispatches);
     let session = rgnn::Session::new(&m, &g, rgnn::BackendKind::Cpu).unwrap();
     let plan = session.plan().unwrap();
@@ -561,7 +554,7 @@ fn kernel_work_counts_products_and_arrays() {
         "traversal moves {traversal} bytes, floor {floor}"
     );
 
-    let (m, g) = load("floyd_pre_ln");
+    let (m, g) = load_case("floyd_pre_ln");
     let work = rgnn::kernels::gpu::kernel_work(&rgnn::runtime::emit_cuda(&m, &g, CompileOptions::default(), 8).unwrap().dispatches);
     let session = rgnn::Session::new(&m, &g, rgnn::BackendKind::Cpu).unwrap();
     let plan = session.plan().unwrap();
@@ -585,18 +578,13 @@ fn kernel_work_counts_products_and_arrays() {
 /// keeps all of them.
 #[test]
 fn cuda_gemms_fuse_separable_row_programs_and_slice_maps() {
-    let load = |case: &str| {
-        let m = Model::load(fixtures_dir().join(format!("{case}.model.safetensors"))).unwrap();
-        let g = Graph::load(fixtures_dir().join(format!("{case}.graph.safetensors"))).unwrap();
-        (m, g)
-    };
     let cuda = |case: &str| {
-        let (m, g) = load(case);
+        let (m, g) = load_case(case);
         let p = rgnn::runtime::emit_cuda(&m, &g, CompileOptions::default(), 8).unwrap();
         (p.dispatches.iter().map(|d| d.label.clone()).collect::<Vec<_>>(), p.scratch_elems)
     };
     let wgsl = |case: &str| {
-        let (m, g) = load(case);
+        let (m, g) = load_case(case);
         rgnn::runtime::emit_wgsl(&m, &g, CompileOptions::default()).unwrap().dispatches.iter().map(|d| d.label.clone()).collect::<Vec<_>>()
     };
     let count = |labels: &[String], what: &str| labels.iter().filter(|l| l.contains(what)).count();

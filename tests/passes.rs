@@ -7,7 +7,7 @@ use common::*;
 use rgnn::codegen::{optimize, PassOptions};
 use rgnn::ir::{Domain, Op, Program};
 use rgnn::runtime::{compile_for_graph, interpreter};
-use rgnn::{Graph, Model, Tensor};
+use rgnn::{Model, Tensor};
 
 fn outputs(program: &Program, model: &Model, graph: &rgnn::runtime::graph::ExecGraph) -> Vec<(String, Tensor)> {
     let params = interpreter::eval_params(program, &model.weights).unwrap();
@@ -28,9 +28,7 @@ fn variants() -> Vec<(&'static str, PassOptions)> {
 fn every_pass_preserves_every_fixture() {
     let mut failures = vec![];
     for case in fixture_cases() {
-        let dir = fixtures_dir();
-        let model = Model::load(dir.join(format!("{case}.model.safetensors"))).unwrap();
-        let graph = Graph::load(dir.join(format!("{case}.graph.safetensors"))).unwrap();
+        let (model, graph) = load_case(&case);
         let (program, exec) = compile_for_graph(&model, &graph).unwrap();
         let before = outputs(&program, &model, &exec);
         let want = expected(&case);

@@ -61,13 +61,6 @@ fn compare(model: &Model, graph: &Graph, options: CompileOptions) -> Result<f64,
     Ok(worst)
 }
 
-fn load_case(case: &str) -> (Model, Graph) {
-    let dir = fixtures_dir();
-    let model = Model::load(dir.join(format!("{case}.model.safetensors"))).unwrap();
-    let graph = Graph::load(dir.join(format!("{case}.graph.safetensors"))).unwrap();
-    (model, graph)
-}
-
 fn check_all(cases: &[String], options: CompileOptions, tolerance: f64) {
     let mut failures = vec![];
     for case in cases {

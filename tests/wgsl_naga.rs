@@ -7,7 +7,6 @@ use common::*;
 use rgnn::codegen::{CompileOptions, LowerOptions};
 use rgnn::ir::level2::DType;
 use rgnn::kernels::wgsl::WgslOptions;
-use rgnn::{Graph, Model};
 
 fn validate(label: &str, source: &str) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| format!("{label}: parse error: {}", e.emit_to_string(source)))?;
@@ -32,9 +31,7 @@ fn every_generated_module_validates() {
     let mut failures = vec![];
     let (mut modules, mut chunked) = (0, 0);
     for case in fixture_cases() {
-        let dir = fixtures_dir();
-        let model = Model::load(dir.join(format!("{case}.model.safetensors"))).unwrap();
-        let graph = Graph::load(dir.join(format!("{case}.graph.safetensors"))).unwrap();
+        let (model, graph) = load_case(&case);
         for (variant, options, wgsl) in &variants {
             let generated = rgnn::runtime::emit_wgsl_for(&model, &graph, *options, wgsl).unwrap();
             for d in &generated.dispatches {

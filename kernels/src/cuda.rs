@@ -446,16 +446,6 @@ extern \"C\" __global__ void __launch_bounds__({threads}) {ENTRY}({params}) {{
             params = params.join(", "),
             body = sh.body
         );
-        Dispatch {
-            label,
-            source,
-            entry: ENTRY,
-            bindings,
-            workgroups,
-            threads: [wx as u32, wy as u32],
-            tables: sh.tables,
-            kernel: 0,
-            flops: 0.0,
-        }
+        Dispatch::new(label, source, ENTRY, bindings, workgroups, [wx as u32, wy as u32], sh.tables)
     }
 }

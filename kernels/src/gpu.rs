@@ -179,6 +179,22 @@ pub struct Dispatch {
     pub flops: f64,
 }
 
+impl Dispatch {
+    /// A finished kernel of level-2 kernel 0 with no matrix products; [`crate::templates`]
+    /// sets `kernel` and the GEMM and pivot-attention `flops` once a language's finisher made it.
+    pub fn new(
+        label: String,
+        source: String,
+        entry: &'static str,
+        bindings: Vec<Binding>,
+        workgroups: [u32; 3],
+        threads: [u32; 2],
+        tables: Vec<Vec<u32>>,
+    ) -> Self {
+        Dispatch { label, source, entry, bindings, workgroups, threads, tables, kernel: 0, flops: 0.0 }
+    }
+}
+
 /// What one level-2 kernel must move and compute, the numerators of the rates `rgnn bench
 /// --kernels` reports against the device's bandwidth and tensor-core rate.
 #[derive(Clone, Debug, PartialEq)]

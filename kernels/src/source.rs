@@ -145,13 +145,10 @@ pub fn scratch_sizes(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphI
         if let Kernel::Gemm(gk) = k {
             let shape = &param_shapes[gk.weight.0];
             let rows = g.rows(gk.domain);
-            let in_w = shape[1] * shape[2];
-            if !matches!(&gk.input.ops[..], [RowOp::Load { .. }]) && !crate::templates::fuses_prologue(lang, gk, in_w) {
+            if !matches!(&gk.input.ops[..], [RowOp::Load { .. }]) && !crate::templates::fuses_prologue(lang, param_shapes, gk) {
                 s[0] = s[0].max(rows * shape[1] * shape[2]);
             }
-            let out_w = shape[1] * shape[3];
-            let fused = crate::templates::fuses_epilogue(lang, gk, out_w, kp.buffer(gk.output).width);
-            if !matches!(&gk.epilogue.ops[..], [RowOp::Acc]) && !fused {
+            if !matches!(&gk.epilogue.ops[..], [RowOp::Acc]) && !crate::templates::fuses_epilogue(lang, kp, param_shapes, gk) {
                 s[1] = s[1].max(rows * shape[1] * shape[3]);
             }
         }

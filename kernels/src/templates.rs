@@ -316,14 +316,14 @@ impl<'c, 'a> Templates<'c, 'a> {
         // each element as it is loaded, or the prologue's scratch rows.
         let a = match &gk.input.ops[..] {
             [RowOp::Load { buffer, at }] => Some((ArrayRef::Data(*buffer), *at)),
-            _ if fuses_prologue(self.l, gk, in_w) => None,
+            _ if fuses_prologue(self.l, self.ctx.param_shapes, gk) => None,
             _ => {
                 out.push(self.rowwise(format!("k{k} gemm input"), gk.domain, &gk.input, None, ArrayRef::Scratch(0), in_w, RowRef::Own)?);
                 Some((ArrayRef::Scratch(0), RowRef::Own))
             }
         };
         let plain_epilogue = matches!(&gk.epilogue.ops[..], [RowOp::Acc]);
-        let fused_epilogue = !plain_epilogue && fuses_epilogue(self.l, gk, out_w, self.ctx.kp.buffer(gk.output).width);
+        let fused_epilogue = fuses_epilogue(self.l, self.ctx.kp, self.ctx.param_shapes, gk);
         let c_array = if plain_epilogue || fused_epilogue { ArrayRef::Data(gk.output) } else { ArrayRef::Scratch(1) };
 
         let groups = gemm_row_groups(self.ctx.g, gk.domain, gk.select, types);
@@ -1617,12 +1617,18 @@ impl<'c, 'a> Templates<'c, 'a> {
     }
 }
 
-/// Whether a GEMM applies its (not plain) epilogue as it stores each product instead of in a
-/// row kernel of its own after a round trip through scratch: CUDA, an epilogue that keeps the
-/// product's width and is [`column_separable`]. WGSL keeps the row kernel (every array the
-/// epilogue loads would be one more storage binding of the GEMM's, against WebGPU's limit).
-pub fn fuses_epilogue(l: Lang, gk: &GemmKernel, out_w: usize, output_width: usize) -> bool {
-    l == Lang::Cuda && out_w == output_width && column_separable(&gk.epilogue, out_w)
+/// Whether a GEMM applies its epilogue (not a plain store) as it stores each product instead
+/// of in a row kernel of its own after a round trip through scratch: CUDA, an epilogue that
+/// keeps the product's width and is [`column_separable`]. WGSL keeps the row kernel (every
+/// array the epilogue loads would be one more storage binding of the GEMM's, against WebGPU's
+/// limit).
+pub fn fuses_epilogue(l: Lang, kp: &KernelProgram, param_shapes: &[Vec<usize>], gk: &GemmKernel) -> bool {
+    let shape = &param_shapes[gk.weight.0];
+    let out_w = shape[1] * shape[3];
+    l == Lang::Cuda
+        && !matches!(&gk.epilogue.ops[..], [RowOp::Acc])
+        && out_w == kp.buffer(gk.output).width
+        && column_separable(&gk.epilogue, out_w)
 }
 
 /// A map kernel `[load B @Own; B[start..start + len]]`: (the map, B, start, len).
@@ -1648,11 +1654,9 @@ pub fn absorbed_slice_maps(kp: &KernelProgram, param_shapes: &[Vec<usize>], l: L
     }
     for (k, kernel) in kp.kernels.iter().enumerate() {
         let Kernel::Gemm(gk) = kernel else { continue };
-        let shape = &param_shapes[gk.weight.0];
-        let out_w = shape[1] * shape[3];
         let product = gk.output;
         let plain = matches!(&gk.epilogue.ops[..], [RowOp::Acc]);
-        if kp.buffer(product).role != BufferRole::Intermediate || !(plain || fuses_epilogue(l, gk, out_w, kp.buffer(product).width)) {
+        if kp.buffer(product).role != BufferRole::Intermediate || !(plain || fuses_epilogue(l, kp, param_shapes, gk)) {
             continue;
         }
         let readers: Vec<usize> = (0..kp.kernels.len()).filter(|&j| j != k && kp.kernels[j].reads().contains(&product)).collect();
@@ -1682,11 +1686,12 @@ pub fn absorbed_slice_maps(kp: &KernelProgram, param_shapes: &[Vec<usize>], l: L
     absorbed
 }
 
-/// Whether a GEMM computes each element of A by its (not plain) input program as it loads it,
-/// instead of in a row kernel writing scratch first: CUDA, a [`column_separable`] program of
-/// the GEMM's input width (so not a norm over the row, which needs the whole row).
-pub fn fuses_prologue(l: Lang, gk: &GemmKernel, in_w: usize) -> bool {
-    l == Lang::Cuda && !matches!(&gk.input.ops[..], [RowOp::Load { .. }]) && column_separable(&gk.input, in_w)
+/// Whether a GEMM computes each element of A by its input program (not a plain load) as it
+/// loads it, instead of in a row kernel writing scratch first: CUDA, a [`column_separable`]
+/// program of the GEMM's input width (so not a norm over the row, which needs the whole row).
+pub fn fuses_prologue(l: Lang, param_shapes: &[Vec<usize>], gk: &GemmKernel) -> bool {
+    let shape = &param_shapes[gk.weight.0];
+    l == Lang::Cuda && !matches!(&gk.input.ops[..], [RowOp::Load { .. }]) && column_separable(&gk.input, shape[1] * shape[2])
 }
 
 /// How two partial results combine, as source: `a + b`, `rg_max(a, b)`.

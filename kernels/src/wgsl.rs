@@ -162,17 +162,7 @@ fn main(@builtin(global_invocation_id) rg_gid: vec3<u32>, @builtin(workgroup_id)
             globals = sh.globals,
             body = if sh.divergent_loops { unroll_column_loops(&sh.body, MAX_UNROLL) } else { sh.body.clone() }
         );
-        Dispatch {
-            label,
-            source,
-            entry: "main",
-            bindings,
-            workgroups,
-            threads: [wx as u32, wy as u32],
-            tables: sh.tables,
-            kernel: 0,
-            flops: 0.0,
-        }
+        Dispatch::new(label, source, "main", bindings, workgroups, [wx as u32, wy as u32], sh.tables)
     }
 }
 
