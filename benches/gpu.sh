@@ -11,7 +11,7 @@
 # floydnet"; "kernels" on request), SHAPES (Hector's eight), FLOYD_N (256 512 1024), REPS (10), SETTINGS ("64:1 128:8":
 # channels:heads), DTYPES (rgnn's storage types against each reference run: "f32 tf32 bf16").
 # Writes $OUT/fixtures-*.txt, $OUT/ptxas.txt (registers / spills per kernel), $OUT/pyg.jsonl,
-# $OUT/floydnet.jsonl, $OUT/table.md, $OUT/log.txt, $OUT/device-peaks.json, $OUT/kernels.txt and
+# $OUT/floydnet.jsonl, $OUT/table.md, $OUT/log.txt, $OUT/device-peaks.json, $OUT/pivot-blocks.txt, $OUT/kernels.txt and
 # kernels.jsonl (the kernels phase: per-kernel medians, bytes and flops of every model, shape and
 # setting in f32 and bf16) with $OUT/kernel-rates.md (those against the bandwidth and tensor-core
 # targets, by benches/kernel_rates.py) and nvidia-smi's report ($OUT/gpu.txt) for
@@ -118,6 +118,19 @@ kernel_times() {
     done
 }
 each_model kernel_times
+# Tensor-core pivot attention held to one or two blocks per SM (RGNN_CUDA_PIVOT_BLOCKS; two caps
+# it at 128 registers): FloydNet C=128, H=8, N=512, whole pass and per kernel, in pivot-blocks.txt.
+"$SYNTH" --floydnet 512 --channels 128 --heads 8 --batch 1 --out "$OUT/data-floyd" >>"$LOG" 2>&1
+for dtype in bf16 f16 f32; do
+    for blocks in 1 2; do
+        echo "== floydnet_n512 $dtype RGNN_CUDA_PIVOT_BLOCKS=$blocks" >> "$OUT/pivot-blocks.txt"
+        RGNN_CUDA_PIVOT_BLOCKS=$blocks "$RGNN" bench --backend cuda --reps "$REPS" --kernels --dtype "$dtype" \
+            --model "$OUT/data-floyd/floydnet_n512.model.safetensors" --graph "$OUT/data-floyd/floydnet_n512.graph.safetensors" \
+            > "$OUT/pivot-last.txt" 2>&1
+        cat "$OUT/pivot-last.txt" >> "$OUT/pivot-blocks.txt"
+        echo "floydnet n512 $dtype, pivot blocks/SM $blocks: $(head -1 "$OUT/pivot-last.txt")" | tee -a "$LOG"
+    done
+done
 "$PY" benches/kernel_rates.py "$OUT/kernels.jsonl" "$OUT/device-peaks.json" > "$OUT/kernel-rates.md" 2>>"$LOG"
 cat "$OUT/kernel-rates.md" | tee -a "$LOG"
 echo "per-kernel times in kernels.txt, rates against the targets in kernel-rates.md" | tee -a "$LOG"

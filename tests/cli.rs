@@ -186,6 +186,36 @@ fn inspect_emits_cuda_for_the_named_architecture() {
     assert!(!ok && err.contains("expected sm_XY"), "{err}");
 }
 
+/// `RGNN_CUDA_PIVOT_BLOCKS` sets the launch bound of tensor-core pivot attention, and only its.
+#[test]
+fn pivot_blocks_per_sm_reach_the_launch_bounds() {
+    // Heads of 16 channels: pivot attention on tensor cores (the fixtures' heads are narrower).
+    let dir = std::env::temp_dir().join(format!("rgnn-pivot-blocks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (model, graph) = (dir.join("floydnet.model.safetensors"), dir.join("floydnet.graph.safetensors"));
+    rgnn_benches::synth::write_floydnet_model(&model, 32, 2, 1, 0).unwrap();
+    rgnn_benches::synth::write_pair_graph(&graph, 1, 20, 32, 0).unwrap();
+    let (model, graph) = (model.to_string_lossy().to_string(), graph.to_string_lossy().to_string());
+    let emit = |blocks: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_rgnn"))
+            .args(["inspect", "--model", &model, "--graph", &graph, "--emit", "cuda", "--dtype", "bf16"])
+            .env("RGNN_CUDA_PIVOT_BLOCKS", blocks)
+            .output()
+            .expect("rgnn runs");
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).to_string(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let (ok, text, err) = emit("2");
+    assert!(ok, "{err}");
+    let pivots = text.split("// ==== ").filter(|k| k.contains("pivot_attention (tensor cores)")).collect::<Vec<_>>();
+    assert!(!pivots.is_empty() && pivots.iter().all(|k| k.contains("__launch_bounds__(256, 2)")), "{text}");
+    assert_eq!(text.matches(", 2) rgnn_kernel(").count(), pivots.len());
+    let (ok, text, _) = emit("1");
+    assert!(ok && !text.contains(", 2) rgnn_kernel("));
+    let (ok, _, err) = emit("9");
+    assert!(!ok && err.contains("RGNN_CUDA_PIVOT_BLOCKS is \"9\"; expected 1, 2, 3 or 4"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn f16_storage_is_a_clear_error_on_the_cpu_backend() {
     let o = rgnn(&[

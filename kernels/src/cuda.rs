@@ -40,11 +40,15 @@ pub struct CudaOptions {
     /// mantissa) for the tensor cores, as PyTorch's `allow_tf32`. Off by default: f32 results
     /// stay within 1e-5.
     pub tf32: bool,
+    /// Blocks per SM that tensor-core pivot attention (256 threads) asks ptxas to fit, by
+    /// `__launch_bounds__(256, n)`: 2 holds it to 128 registers. 1 leaves its registers to ptxas
+    /// (bf16: about 168 on sm_90, so one block per SM). Which is faster is measured on the GPU.
+    pub pivot_blocks_per_sm: u32,
 }
 
 impl Default for CudaOptions {
     fn default() -> Self {
-        CudaOptions { storage: DType::F32, tensor_cores: true, tf32: false }
+        CudaOptions { storage: DType::F32, tensor_cores: true, tf32: false, pivot_blocks_per_sm: 1 }
     }
 }
 
@@ -81,7 +85,17 @@ pub fn generate(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphIndex,
     let scratch_elems = scratch_sizes(kp, param_shapes, g, Lang::Cuda);
     let tensor_cores = opts.tensor_cores && (matches!(opts.storage, DType::F16 | DType::BF16) || opts.tf32);
     let split_tf32 = opts.tensor_cores && opts.storage == DType::F32 && !opts.tf32;
-    let ctx = GenCtx { lang: Lang::Cuda, kp, param_shapes, g, storage: opts.storage, scratch_elems, tensor_cores, split_tf32 };
+    let ctx = GenCtx {
+        lang: Lang::Cuda,
+        kp,
+        param_shapes,
+        g,
+        storage: opts.storage,
+        scratch_elems,
+        tensor_cores,
+        split_tf32,
+        pivot_blocks_per_sm: opts.pivot_blocks_per_sm,
+    };
     let dispatches = crate::templates::generate(&ctx, &CudaFinish)?;
     Ok(CudaProgram { dispatches, scratch_elems })
 }
@@ -94,7 +108,7 @@ pub const PRELUDE: &str = r#"// rgnn generated CUDA C: self-contained (no CUDA h
 #define __device__
 #define __shared__ static
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 extern thread_local unsigned rg_host_tid[2], rg_host_ctaid[3], rg_host_ntid;
 void rg_host_sync();
 #define __syncthreads() rg_host_sync()
@@ -104,7 +118,7 @@ void rg_host_sync();
 #define __device__ __attribute__((device))
 #define __shared__ __attribute__((shared))
 #define __forceinline__ __attribute__((always_inline)) inline
-#define __launch_bounds__(n) __attribute__((launch_bounds(n)))
+#define __launch_bounds__(...) __attribute__((launch_bounds(__VA_ARGS__)))
 #endif
 #define RG_FN static __device__ __forceinline__
 #if defined(RGNN_HOST_EMULATION)
@@ -433,7 +447,7 @@ impl Finish for CudaFinish {
         let (wx, wy) = sh.workgroup;
         let source = format!(
             "{head}{globals}
-extern \"C\" __global__ void __launch_bounds__({threads}) {ENTRY}({params}) {{
+extern \"C\" __global__ void __launch_bounds__({threads}{min_blocks}) {ENTRY}({params}) {{
     const unsigned lid_x = rg_sreg_tid_x(), lid_y = rg_sreg_tid_y();
     const unsigned wg_x = rg_sreg_ctaid_x(), wg_y = rg_sreg_ctaid_y(), wg_z = rg_sreg_ctaid_z();
     const unsigned gid_x = wg_x * rg_sreg_ntid_x() + lid_x, gid_y = wg_y;
@@ -443,6 +457,7 @@ extern \"C\" __global__ void __launch_bounds__({threads}) {ENTRY}({params}) {{
 ",
             globals = sh.globals,
             threads = wx * wy,
+            min_blocks = sh.min_blocks_per_sm.map_or(String::new(), |n| format!(", {n}")),
             params = params.join(", "),
             body = sh.body
         );

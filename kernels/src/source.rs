@@ -135,6 +135,8 @@ pub struct GenCtx<'a> {
     /// CUDA with f32 storage, tf32 not allowed, on a device with tensor cores: GEMMs and pivot
     /// attention on tensor cores as split tf32 (three products per tile, f32 accuracy).
     pub split_tf32: bool,
+    /// CUDA: blocks per SM tensor-core pivot attention asks ptxas to fit (see `CudaOptions`).
+    pub pivot_blocks_per_sm: u32,
 }
 
 /// Elements of the scratch buffers: the largest GEMM input rows computed by a prologue pass,
@@ -227,6 +229,9 @@ pub struct Shader<'c, 'a> {
     pub warp_rows: Option<usize>,
     /// The most of the warp's shared slice (floats) any point of the body has used.
     pub warp_rows_peak: usize,
+    /// CUDA: blocks per SM the kernel asks ptxas to fit (`__launch_bounds__`' second argument),
+    /// which caps its registers; None leaves them to ptxas.
+    pub min_blocks_per_sm: Option<u32>,
 }
 
 impl<'c, 'a> Shader<'c, 'a> {
@@ -242,6 +247,7 @@ impl<'c, 'a> Shader<'c, 'a> {
             divergent_loops: false,
             warp_rows: None,
             warp_rows_peak: 0,
+            min_blocks_per_sm: None,
         }
     }
 

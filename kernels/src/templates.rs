@@ -612,13 +612,24 @@ impl<'c, 'a> Templates<'c, 'a> {
         if slice_maps.is_empty() {
             return format!("{code} {}", sh.st(c_array, &format!("orow[m] * {out_w}u + {col}"), &value));
         }
+        let mut slices: Vec<_> = slice_maps
+            .iter()
+            .map(|&j| {
+                let (m, start, len) = slice_map(&self.ctx.kp.kernels[j]).expect("an absorbed map is a slice map");
+                let target = sh.resolve(m.domain, "orow[m]", m.output_at);
+                let w = self.ctx.kp.buffer(m.output).width;
+                (start, len, sh.st(ArrayRef::Data(m.output), &format!("({target}) * {w}u + {col} - {start}u"), &value))
+            })
+            .collect();
+        slices.sort_by_key(|s| s.0);
+        // Disjoint slices (the usual case: Q, K, V of one product) as one `else if` chain: with
+        // separate `if`s ptxas has been seen to spill in the fully unrolled store loop.
+        let disjoint = slices.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0);
         let mut stores = code;
-        for &j in slice_maps {
-            let (m, start, len) = slice_map(&self.ctx.kp.kernels[j]).expect("an absorbed map is a slice map");
-            let target = sh.resolve(m.domain, "orow[m]", m.output_at);
-            let w = self.ctx.kp.buffer(m.output).width;
-            let st = sh.st(ArrayRef::Data(m.output), &format!("({target}) * {w}u + {col} - {start}u"), &value);
-            let _ = write!(stores, " if ({col} >= {start}u && {col} < {}u) {{ {st} }}", start + len);
+        for (i, (start, len, st)) in slices.iter().enumerate() {
+            let chain = if disjoint && i > 0 { " else" } else { "" };
+            let lower = if *start == 0 { String::new() } else { format!("{col} >= {start}u && ") };
+            let _ = write!(stores, "{chain} if ({lower}{col} < {}u) {{ {st} }}", start + len);
         }
         stores
     }
@@ -1395,6 +1406,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             DType::F32 => "rg_from_bits(rg_f2tf32(rg_exp(sv[j] - mx)))",
         };
         let mut sh = Shader::new(self.ctx, (PIVOT_WARPS * 32, 1));
+        sh.min_blocks_per_sm = Some(self.ctx.pivot_blocks_per_sm).filter(|&b| b > 1);
         let row_tiles = n.div_ceil(PIVOT_TILE);
         let tiles = batch * heads * row_tiles * row_tiles;
         let wg = grid(tiles, self.fin.max_workgroups_per_dim());
@@ -1517,7 +1529,7 @@ impl<'c, 'a> Templates<'c, 'a> {
 #pragma unroll
         for (unsigned u = 0u; u < 2u; u++) {{
             const unsigned wi = i0 + {mine}, wk = k0 + {mine};
-#pragma unroll
+{jn_unroll}
             for (unsigned jn = 0u; jn < {jn}u; jn++) {{
                 float c1[4] = {{}}, c2[4] = {{}};
 #pragma unroll
@@ -1609,6 +1621,9 @@ impl<'c, 'a> Templates<'c, 'a> {
             rt2h = row_tiles * row_tiles * heads,
             neg_big = self.l.f(NEG_BIG),
             jn = PIVOT_TILE / 8,
+            // Split tf32 unrolled over both score column blocks runs past 255 registers into
+            // spills (ptxas, sm_80 and sm_90); one block at a time it fits.
+            jn_unroll = if split { "#pragma unroll 1" } else { "#pragma unroll" },
             scale = self.l.f(p.scale),
             masked = self.l.f(-1e9),
         );

@@ -160,6 +160,18 @@ impl CudaGpu {
     }
 }
 
+/// `RGNN_CUDA_PIVOT_BLOCKS`: blocks per SM tensor-core pivot attention asks ptxas to fit (1 to
+/// 4; unset: 1, registers left to ptxas). A knob for measuring, see `CudaOptions`.
+fn pivot_blocks_per_sm() -> Result<u32> {
+    match std::env::var("RGNN_CUDA_PIVOT_BLOCKS") {
+        Err(_) => Ok(1),
+        Ok(v) => match v.trim().parse::<u32>() {
+            Ok(n @ 1..=4) => Ok(n),
+            _ => Err(RuntimeError::Invalid(format!("RGNN_CUDA_PIVOT_BLOCKS is {v:?}; expected 1, 2, 3 or 4 (blocks per SM)"))),
+        },
+    }
+}
+
 /// The CUDA C a program runs on a graph: lowered for the graph (plan and layouts) and generated
 /// (`tensor_cores`: GEMMs and pivot attention on `mma.sync`, in the operand type for f16 / bf16
 /// and for f32 with `options.tf32`, as split tf32 for plain f32).
@@ -175,12 +187,13 @@ pub fn generate_cuda(
     let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
     rgnn_kernels::cuda::absorb_slice_maps(&mut plan, &shapes);
     let index = graph_index(graph, &layout);
-    let generated = rgnn_kernels::cuda::generate(
-        &plan,
-        &shapes,
-        &index,
-        &rgnn_kernels::cuda::CudaOptions { storage: options.storage, tensor_cores, tf32: options.tf32 },
-    )
+    let cuda_options = rgnn_kernels::cuda::CudaOptions {
+        storage: options.storage,
+        tensor_cores,
+        tf32: options.tf32,
+        pivot_blocks_per_sm: pivot_blocks_per_sm()?,
+    };
+    let generated = rgnn_kernels::cuda::generate(&plan, &shapes, &index, &cuda_options)
     .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))?;
     Ok((plan, layout, generated))
 }
