@@ -128,6 +128,13 @@ enum Command {
 }
 
 fn main() {
+    // Like other command-line tools, stop quietly when the reader of our output goes away
+    // (`rgnn inspect --emit cuda | head`); Rust ignores SIGPIPE, so println! would panic instead.
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = dispatch(cli.command) {
         // One paragraph: the error and its causes, joined.

@@ -255,3 +255,27 @@ fn run_and_bench_on_the_wgpu_backend() {
     let v = bench_json("wgpu");
     assert_eq!(v["backend"], "wgpu");
 }
+
+/// A reader that stops early (`rgnn inspect --emit cuda | head`) ends rgnn quietly, not in a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_output_pipe_ends_rgnn_without_a_panic() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let (model, graph) = (fixture("floyd_pre_ln", "model"), fixture("floyd_pre_ln", "graph"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rgnn"))
+        .args(["inspect", "--model", &model, "--graph", &graph, "--emit", "cuda"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rgnn runs");
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // stdout is closed here; rgnn has far more than a pipe's buffer still to write.
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    const SIGPIPE: i32 = 13; // Linux and macOS
+    assert_eq!(o.status.signal(), Some(SIGPIPE), "{:?}: {err}", o.status);
+}
