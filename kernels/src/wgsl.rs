@@ -52,8 +52,17 @@ pub fn generate(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphIndex,
         return Err("WGSL has no bf16 storage".into());
     }
     let scratch_elems = scratch_sizes(kp, param_shapes, g, Lang::Wgsl);
-    let ctx =
-        GenCtx { lang: Lang::Wgsl, kp, param_shapes, g, storage: opts.storage, scratch_elems, tensor_cores: false, split_tf32: false, pivot_blocks_per_sm: 1 };
+    let ctx = GenCtx {
+        lang: Lang::Wgsl,
+        kp,
+        param_shapes,
+        g,
+        storage: opts.storage,
+        scratch_elems,
+        tensor_cores: false,
+        split_tf32: false,
+        pivot_blocks_per_sm: 1,
+    };
     let dispatches = crate::templates::generate(&ctx, &WgslFinish { opts: *opts })?;
     Ok(WgslProgram { dispatches, scratch_elems })
 }

@@ -194,7 +194,7 @@ pub fn generate_cuda(
         pivot_blocks_per_sm: pivot_blocks_per_sm()?,
     };
     let generated = rgnn_kernels::cuda::generate(&plan, &shapes, &index, &cuda_options)
-    .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))?;
+        .map_err(|e| RuntimeError::Invalid(format!("internal error generating CUDA C: {e}")))?;
     Ok((plan, layout, generated))
 }
 
