@@ -2,7 +2,8 @@
 //! machine, with the backend's own options) and assembles with ptxas, for sm_80 and sm_90,
 //! within its registers (see [`fits`]): the fixtures (tensor cores and the SIMT
 //! fallback) and single layers at the benchmarks' widths (RGCN, RGAT and HGT on the aifb shape at
-//! 64 and 128 channels, a FloydNet block at C = 128, H = 8) in every storage type. No GPU needed:
+//! 64 and 128 channels, a FloydNet block at C = 128, H = 8) in every storage type, and at 512
+//! channels in bf16. No GPU needed:
 //! `tools/cuda_tools.sh` fetches NVRTC and ptxas; then
 //! `LD_LIBRARY_PATH=target/cuda-tools/lib RGNN_PTXAS=target/cuda-tools/bin/ptxas cargo test --test nvrtc`.
 //!
@@ -95,11 +96,12 @@ fn jobs_of(jobs: &mut Vec<Job>, name: &str, model: &Model, graph: &Graph, storag
     }
 }
 
-/// Layers at the benchmarks' widths, written by the benchmarks' own generator into `dir`.
+/// Layers at the benchmarks' widths, and at 512 channels (rows too wide for the usual warps per
+/// block), written by the benchmarks' own generator into `dir`.
 fn benchmark_layers(dir: &Path) -> Vec<(String, Model, Graph)> {
     use rgnn_benches::synth;
     let mut layers = vec![];
-    for (channels, heads) in [(64, 1), (128, 8)] {
+    for (channels, heads) in [(64, 1), (128, 8), (512, 8)] {
         let opts = synth::SynthOptions { features: channels, ..Default::default() };
         let g = synth::SynthGraph::generate(synth::shape("aifb").unwrap(), &opts);
         let (graph, hetero) =
@@ -160,6 +162,10 @@ fn every_generated_cuda_kernel_compiles_with_nvrtc_and_fits_its_registers() {
         }
     }
     for (name, model, graph) in benchmark_layers(&dir) {
+        if name.contains(" 512x") {
+            jobs_of(&mut jobs, &name, &model, &graph, DType::BF16, false, false);
+            continue;
+        }
         for storage in [DType::F32, DType::F16, DType::BF16] {
             jobs_of(&mut jobs, &name, &model, &graph, storage, false, false);
         }

@@ -3,7 +3,7 @@
 //!
 //! - **map** (and the GEMM's prologue / epilogue passes): one thread per row; in CUDA a warp per
 //!   row (lanes over columns, the row's arrays in shared memory, reductions by shuffles) when
-//!   they fit `WARP_ROW_FLOATS`.
+//!   one warp's fit a block's static shared memory ([`warps_fitting`]).
 //! - **GEMM**: 64×64 output tiles per workgroup of 16×16 threads (4×4 each), operands staged
 //!   through workgroup memory in K steps of 16; rows of one weight type per tile (a per-kernel
 //!   table), so per-relation weights need no sorting at run time. In CUDA on sm_80+ the tiles run
@@ -18,7 +18,7 @@
 //!   by warp shuffles); a workgroup each from [`HUB_ITEMS`] ("hubs": threads merge through
 //!   workgroup memory). In CUDA, messages of [`COLUMN_MIN_WIDTH`] columns or more take a warp
 //!   per destination below a hub with the lanes over the columns instead (coalesced rows, the
-//!   row arrays in the warp's shared memory), and [`HUB_WARPS`] such warps per hub, merging
+//!   row arrays in the warp's shared memory), and up to [`HUB_WARPS`] such warps per hub, merging
 //!   through their slices.
 //! - **pivot attention**: one thread per (pair, head) with an online softmax over pivots; in
 //!   CUDA with tensor cores, a block per 16 × 16 query pairs of one head, both score terms and
@@ -43,11 +43,11 @@ enum Nodes {
     Hubs(Vec<u32>),
     /// The listed nodes (`None`: every node), one warp each with the lanes over the message's
     /// columns (CUDA): each edge row is read whole by the warp, the row arrays live in shared
-    /// memory, and the warp walks the edges in order (no merge).
-    Columns(Option<Vec<u32>>),
-    /// The listed nodes, [`HUB_WARPS`] column-split warps each: warp w takes every
-    /// `HUB_WARPS`-th edge (or segment) from the w-th, and the warps merge through their slices.
-    ColumnHubs(Vec<u32>),
+    /// memory, and the warp walks the edges in order (no merge). With the warps per block.
+    Columns(Option<Vec<u32>>, usize),
+    /// The listed nodes, n column-split warps each (up to [`HUB_WARPS`]): warp w takes every
+    /// n-th edge (or segment) from the w-th, and the warps merge through their slices.
+    ColumnHubs(Vec<u32>, usize),
 }
 
 /// In CUDA, destinations with at least this many in-edges (or segments) get a warp of their own:
@@ -57,8 +57,8 @@ pub const WARP_ITEMS: usize = 32;
 const WARPS_PER_GROUP: usize = 4;
 /// In CUDA, traversals whose messages have at least this many columns put a warp on every
 /// destination below [`HUB_ITEMS`] with its lanes over the columns ([`Nodes::Columns`]), when the
-/// rows fit [`WARP_ROW_FLOATS`]: a thread per destination would read rows uncoalesced and keep
-/// them in local memory.
+/// rows fit a block's shared memory ([`warps_fitting`]): a thread per destination would read
+/// rows uncoalesced and keep them in local memory.
 const COLUMN_MIN_WIDTH: usize = 32;
 /// Warps of a column-split hub's block.
 const HUB_WARPS: usize = 8;
@@ -145,10 +145,18 @@ fn mma_operands(storage: DType, split: bool) -> MmaOperands {
 
 /// Threads per workgroup of the row-parallel kernels.
 const ROW_GROUP: usize = 64;
-/// CUDA row kernels with a warp per row: warps per block, and the most floats a row's arrays may
-/// take in shared memory (48 KB per block); wider programs keep a thread per row.
+/// CUDA kernels with a warp per row: warps per block, when their slices fit.
 const ROW_WARPS: usize = 4;
-const WARP_ROW_FLOATS: usize = 48 * 1024 / 4 / ROW_WARPS;
+/// Floats of a block's static shared memory (48 KB).
+const SHARED_FLOATS: usize = 48 * 1024 / 4;
+
+/// Warps per block (CUDA warp-per-row kernels) whose slices of `floats` each fit the block's
+/// shared memory: [`ROW_WARPS`], fewer for wide rows, None when one warp's slice would not fit
+/// (then a thread per row). Fewer warps per block beat a thread per row holding a wide row in
+/// local memory (ptxas: thousands of bytes of spills at 512 columns).
+fn warps_fitting(floats: usize) -> Option<usize> {
+    [ROW_WARPS, 2, 1].into_iter().find(|w| w * floats <= SHARED_FLOATS)
+}
 /// GEMM tile: rows, columns, K step.
 const TM: usize = 64;
 const TN: usize = 64;
@@ -249,9 +257,10 @@ impl<'c, 'a> Templates<'c, 'a> {
         // (lanes over columns: coalesced loads and stores, no per-thread local arrays).
         let acc_w = acc_from.map_or(0, |(_, w)| w);
         let row_floats = acc_w + program.widths.iter().sum::<usize>();
-        let warp = l == Lang::Cuda && row_floats <= WARP_ROW_FLOATS;
-        let (mut sh, wg, done) = if warp {
-            let mut sh = Shader::new(self.ctx, (ROW_WARPS * 32, 1));
+        let warps = if l == Lang::Cuda { warps_fitting(row_floats) } else { None };
+        let warp = warps.is_some();
+        let (mut sh, wg, done) = if let Some(warps) = warps {
+            let mut sh = Shader::new(self.ctx, (warps * 32, 1));
             let wg = self.warp_rows_header(&mut sh, rows, "row");
             (sh, wg, format!("\n    {WARP_SYNC}"))
         } else {
@@ -749,9 +758,12 @@ impl<'c, 'a> Templates<'c, 'a> {
         let two_pass_softmax = !t.online_softmax && t.edge.ops.iter().any(|o| matches!(o, RowOp::Softmax { .. }));
         let width = t.edge.widths[t.edge.result()];
         let splittable = t.domain == Domain::Node(None) && !two_pass_softmax && width <= MAX_HUB_WIDTH;
-        let columns = self.l == Lang::Cuda && width >= COLUMN_MIN_WIDTH && column_floats(t) <= WARP_ROW_FLOATS;
+        // Warps per block of the column-split kernels, if they fit.
+        let column_warps = if self.l == Lang::Cuda && width >= COLUMN_MIN_WIDTH { warps_fitting(column_floats(t)) } else { None };
+        let columns = column_warps.is_some();
+        let column_nodes = |list| Nodes::Columns(list, column_warps.unwrap_or(1));
         if !splittable {
-            return Ok(vec![self.traversal(k, t, if columns { Nodes::Columns(None) } else { Nodes::All })?]);
+            return Ok(vec![self.traversal(k, t, if columns { column_nodes(None) } else { Nodes::All })?]);
         }
         // With column-split warps every destination below a hub takes one.
         let warp_from = if columns {
@@ -774,7 +786,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             class.push(v as u32);
         }
         if hubs.is_empty() && columns {
-            return Ok(vec![self.traversal(k, t, Nodes::Columns(None))?]);
+            return Ok(vec![self.traversal(k, t, column_nodes(None))?]);
         }
         if warps.is_empty() && hubs.is_empty() {
             return Ok(vec![self.traversal(k, t, Nodes::All)?]);
@@ -783,12 +795,22 @@ impl<'c, 'a> Templates<'c, 'a> {
         if !threads.is_empty() {
             out.push(self.traversal(k, t, Nodes::Listed(threads))?);
         }
+        // A hub takes up to HUB_WARPS column-split warps, as many as fit; where two do not, a
+        // single warp like the others (a workgroup of threads each holding the whole row would
+        // keep it in local memory).
+        let hub_warps = [HUB_WARPS, 4, 2].into_iter().find(|w| w * column_floats(t) <= SHARED_FLOATS);
+        if columns && hub_warps.is_none() {
+            warps.append(&mut hubs);
+        }
         if !warps.is_empty() {
-            out.push(self.traversal(k, t, if columns { Nodes::Columns(Some(warps)) } else { Nodes::Warps(warps) })?);
+            out.push(self.traversal(k, t, if columns { column_nodes(Some(warps)) } else { Nodes::Warps(warps) })?);
         }
         if !hubs.is_empty() {
-            let column_hubs = columns && HUB_WARPS * column_floats(t) <= ROW_WARPS * WARP_ROW_FLOATS;
-            out.push(self.traversal(k, t, if column_hubs { Nodes::ColumnHubs(hubs) } else { Nodes::Hubs(hubs) })?);
+            let nodes = match hub_warps {
+                Some(w) if columns => Nodes::ColumnHubs(hubs, w),
+                _ => Nodes::Hubs(hubs),
+            };
+            out.push(self.traversal(k, t, nodes)?);
         }
         Ok(out)
     }
@@ -804,15 +826,15 @@ impl<'c, 'a> Templates<'c, 'a> {
             Nodes::All | Nodes::Listed(_) => (1, ROW_GROUP, ""),
             Nodes::Warps(_) => (32, 32 * WARPS_PER_GROUP, " (warps)"),
             Nodes::Hubs(_) => (HUB_THREADS, HUB_THREADS, " (hubs)"),
-            Nodes::Columns(_) => (1, 32 * WARPS_PER_GROUP, " (columns)"),
-            Nodes::ColumnHubs(_) => (HUB_WARPS, 32 * HUB_WARPS, " (column hubs)"),
+            Nodes::Columns(_, warps) => (1, 32 * warps, " (columns)"),
+            Nodes::ColumnHubs(_, warps) => (warps, 32 * warps, " (column hubs)"),
         };
         let label = format!("k{k} traversal{class}");
         let (hub, warp) = (matches!(nodes, Nodes::Hubs(_)), matches!(nodes, Nodes::Warps(_)));
         // Column-split: loops over a row's columns are this lane's columns, each followed by a
         // warp barrier (later loops read other lanes' softmax statistics).
-        let column_hub = matches!(nodes, Nodes::ColumnHubs(_));
-        let cols = column_hub || matches!(nodes, Nodes::Columns(_));
+        let column_hub = matches!(nodes, Nodes::ColumnHubs(..));
+        let cols = column_hub || matches!(nodes, Nodes::Columns(..));
         let each = |v: &str, w: usize| column_loop(l, cols, v, w);
         let end = if cols { format!("}} {WARP_SYNC}") } else { "}".to_string() };
         let mut sh = Shader::new(self.ctx, (group, 1));
@@ -853,7 +875,7 @@ impl<'c, 'a> Templates<'c, 'a> {
                 sh.line(&format!("    if (hub >= {n}u) {{ return; }}\n    {}\n    {}", l.let_("v", &v), l.let_("lid", "li")));
                 wg
             }
-            Nodes::Columns(list) => {
+            Nodes::Columns(list, _) => {
                 let n = list.as_ref().map_or(self.ctx.g.num_nodes, Vec::len);
                 let wg = self.warp_rows_header(&mut sh, n, "slot");
                 let v = match list {
@@ -866,13 +888,13 @@ impl<'c, 'a> Templates<'c, 'a> {
                 sh.line(&format!("    {}", l.let_("v", &v)));
                 wg
             }
-            Nodes::ColumnHubs(list) => {
+            Nodes::ColumnHubs(list, _) => {
                 let n = list.len();
                 let table = sh.table(list);
                 let wg = grid(n, self.fin.max_workgroups_per_dim());
                 let v = sh.ld(table, "hub");
                 for name in ["wcnt", "wseen"] {
-                    sh.globals.push_str(&l.shared(name, Elem::U32, HUB_WARPS));
+                    sh.globals.push_str(&l.shared(name, Elem::U32, lanes));
                     sh.globals.push('\n');
                 }
                 sh.line(&format!(
@@ -1033,7 +1055,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         acc[c] = rg_sel({zero}, r, count > 0u);
     {end}",
                 barrier = l.barrier(),
-                i_loop = l.for_("i", "0u", &format!("{HUB_WARPS}u")),
+                i_loop = l.for_("i", "0u", &format!("{lanes}u")),
                 r = l.var_f("r", ident),
                 x = l.let_("x", &format!("rg_sel({ident}, {}, wseen[i] != 0u)", slice_of("i", acc_at))),
             );
@@ -1182,7 +1204,7 @@ impl<'c, 'a> Templates<'c, 'a> {
     {j_loop} acc[j] = acc[j] * share[softmax_col[j]]; {end}",
                     barrier = l.barrier(),
                     mx = l.var_f("mx", &f(NEG_BIG)),
-                    i_loop = l.for_("i", "0u", &format!("{HUB_WARPS}u")),
+                    i_loop = l.for_("i", "0u", &format!("{lanes}u")),
                     m_i = slice_of("i", m_at),
                     total = l.var_f("total", &zero),
                     mi = l.let_("mi", &slice_of("i", m_at)),
