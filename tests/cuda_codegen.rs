@@ -260,7 +260,7 @@ fn every_degree_class_of_the_traversal_matches_the_cpu_backend() {
 
 /// Wide messages (64 columns) take a column-split warp for every destination below a hub (lanes
 /// over the columns, the row arrays in the warp's shared memory) and column-split warps merging
-/// through their slices for hubs: every traversal form on the degree-class graphs against the
+/// through their slices for hubs, in blocks of fewer warps where rows are wider (512, 1024): every traversal form on the degree-class graphs against the
 /// CPU backend (f32 within 1e-5), and the kernels' PTX has the warp barriers and no local memory.
 /// (RGCN with max reduces per (destination, relation) segment, a warp each: no hubs there; nor
 /// with the two-pass softmax, also run for the attention forms.)

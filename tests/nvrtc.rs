@@ -29,6 +29,20 @@ fn skip_or_fail(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {why} (tools/cuda_tools.sh fetches NVRTC and ptxas)");
 }
 
+/// Whether NVRTC loads (what it lacks said by [`skip_or_fail`] otherwise).
+fn nvrtc() -> bool {
+    match compile_ptx("extern \"C\" __global__ void probe() {}", "sm_80") {
+        Err(RuntimeError::BackendUnavailable { reason, .. }) => {
+            skip_or_fail(&reason);
+            false
+        }
+        probe => {
+            probe.expect("NVRTC compiles an empty kernel");
+            true
+        }
+    }
+}
+
 /// ptxas: `RGNN_PTXAS`, else `ptxas` on the PATH.
 fn ptxas() -> Option<String> {
     let path = std::env::var("RGNN_PTXAS").unwrap_or_else(|_| "ptxas".into());
@@ -139,11 +153,9 @@ fn fits(u: &Usage) -> bool {
 
 #[test]
 fn every_generated_cuda_kernel_compiles_with_nvrtc_and_fits_its_registers() {
-    let probe = compile_ptx("extern \"C\" __global__ void probe() {}", "sm_80");
-    if let Err(RuntimeError::BackendUnavailable { reason, .. }) = &probe {
-        return skip_or_fail(reason);
+    if !nvrtc() {
+        return;
     }
-    probe.expect("NVRTC compiles an empty kernel");
     let Some(ptxas) = ptxas() else { return skip_or_fail("ptxas was not found (RGNN_PTXAS or the PATH)") };
 
     let dir: PathBuf = std::env::temp_dir().join(format!("rgnn-nvrtc-check-{}", std::process::id()));
@@ -237,8 +249,8 @@ fn every_generated_cuda_kernel_compiles_with_nvrtc_and_fits_its_registers() {
 /// `rgnn inspect --emit ptx` prints NVRTC's PTX for the named architecture.
 #[test]
 fn inspect_emits_ptx_through_nvrtc() {
-    if let Err(RuntimeError::BackendUnavailable { reason, .. }) = compile_ptx("extern \"C\" __global__ void probe() {}", "sm_80") {
-        return skip_or_fail(&reason);
+    if !nvrtc() {
+        return;
     }
     let dir = fixtures_dir();
     let (model, graph) = (dir.join("rgat_add_across_h3.model.safetensors"), dir.join("rgat_add_across_h3.graph.safetensors"));

@@ -26,11 +26,11 @@ trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$dir/lib" "$dir/bin"
 for entry in "${wheels[@]}"; do
     read -r url sha members <<<"$entry"
-    # shellcheck disable=SC2086 # members are several names
     wheel="$tmp/$(basename "$url")"
     echo "== downloading $(basename "$url")"
     curl -fsSL --retry 3 -o "$wheel" "$url"
     echo "$sha  $wheel" | sha256sum -c --quiet
+    # shellcheck disable=SC2086 # members are several names
     unzip -q -o "$wheel" $members -d "$tmp/x"
 done
 cp "$tmp"/x/nvidia/cuda_nvrtc/lib/* "$dir/lib/"

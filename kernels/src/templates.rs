@@ -150,12 +150,12 @@ const ROW_WARPS: usize = 4;
 /// Floats of a block's static shared memory (48 KB).
 const SHARED_FLOATS: usize = 48 * 1024 / 4;
 
-/// Warps per block (CUDA warp-per-row kernels) whose slices of `floats` each fit the block's
-/// shared memory: [`ROW_WARPS`], fewer for wide rows, None when one warp's slice would not fit
-/// (then a thread per row). Fewer warps per block beat a thread per row holding a wide row in
-/// local memory (ptxas: thousands of bytes of spills at 512 columns).
-fn warps_fitting(floats: usize) -> Option<usize> {
-    [ROW_WARPS, 2, 1].into_iter().find(|w| w * floats <= SHARED_FLOATS)
+/// Warps per block (CUDA warp-per-row and column-split kernels) whose slices of `floats` each
+/// fit the block's shared memory: `most`, else the largest fewer by halves, None when one warp's
+/// slice would not fit (then a thread per row). Fewer warps per block beat a thread per row
+/// holding a wide row in local memory (ptxas: thousands of bytes of spills at 512 columns).
+fn warps_fitting(floats: usize, most: usize) -> Option<usize> {
+    std::iter::successors(Some(most), |w| (*w > 1).then_some(w / 2)).find(|w| w * floats <= SHARED_FLOATS)
 }
 /// GEMM tile: rows, columns, K step.
 const TM: usize = 64;
@@ -257,7 +257,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         // (lanes over columns: coalesced loads and stores, no per-thread local arrays).
         let acc_w = acc_from.map_or(0, |(_, w)| w);
         let row_floats = acc_w + program.widths.iter().sum::<usize>();
-        let warps = if l == Lang::Cuda { warps_fitting(row_floats) } else { None };
+        let warps = if l == Lang::Cuda { warps_fitting(row_floats, ROW_WARPS) } else { None };
         let warp = warps.is_some();
         let (mut sh, wg, done) = if let Some(warps) = warps {
             let mut sh = Shader::new(self.ctx, (warps * 32, 1));
@@ -759,7 +759,8 @@ impl<'c, 'a> Templates<'c, 'a> {
         let width = t.edge.widths[t.edge.result()];
         let splittable = t.domain == Domain::Node(None) && !two_pass_softmax && width <= MAX_HUB_WIDTH;
         // Warps per block of the column-split kernels, if they fit.
-        let column_warps = if self.l == Lang::Cuda && width >= COLUMN_MIN_WIDTH { warps_fitting(column_floats(t)) } else { None };
+        let floats = column_floats(t);
+        let column_warps = if self.l == Lang::Cuda && width >= COLUMN_MIN_WIDTH { warps_fitting(floats, ROW_WARPS) } else { None };
         let columns = column_warps.is_some();
         let column_nodes = |list| Nodes::Columns(list, column_warps.unwrap_or(1));
         if !splittable {
@@ -798,7 +799,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         // A hub takes up to HUB_WARPS column-split warps, as many as fit; where two do not, a
         // single warp like the others (a workgroup of threads each holding the whole row would
         // keep it in local memory).
-        let hub_warps = [HUB_WARPS, 4, 2].into_iter().find(|w| w * column_floats(t) <= SHARED_FLOATS);
+        let hub_warps = column_warps.and(warps_fitting(floats, HUB_WARPS)).filter(|&w| w >= 2);
         if columns && hub_warps.is_none() {
             warps.append(&mut hubs);
         }
@@ -807,8 +808,8 @@ impl<'c, 'a> Templates<'c, 'a> {
         }
         if !hubs.is_empty() {
             let nodes = match hub_warps {
-                Some(w) if columns => Nodes::ColumnHubs(hubs, w),
-                _ => Nodes::Hubs(hubs),
+                Some(w) => Nodes::ColumnHubs(hubs, w),
+                None => Nodes::Hubs(hubs),
             };
             out.push(self.traversal(k, t, nodes)?);
         }
