@@ -269,17 +269,7 @@ mod tests {
             .iter()
             .map(|&(array, len)| Binding { array, elem: Elem::F32, chunk: 0, chunk_elems: len, len, writable: false })
             .collect();
-        Dispatch {
-            label: String::new(),
-            source: String::new(),
-            entry: "main",
-            bindings,
-            workgroups: [1; 3],
-            threads: [1, 1],
-            tables: vec![],
-            kernel,
-            flops,
-        }
+        Dispatch { kernel, flops, ..Dispatch::new(String::new(), String::new(), "main", bindings, [1; 3], [1, 1], vec![]) }
     }
 
     #[test]
