@@ -69,7 +69,9 @@ fn open() -> std::result::Result<CudaGpu, String> {
     let ctx = CudaContext::new(0).map_err(|e| format!("no usable CUDA device: {e}"))?;
     let name = ctx.name().map_err(|e| e.to_string())?;
     let arch = ctx.compute_capability().map_err(|e| e.to_string())?;
-    let stream = ctx.default_stream();
+    // A stream of our own: the forward pass is captured as a CUDA graph, and capture is refused
+    // on the legacy default stream (handle 0, what `default_stream()` gives).
+    let stream = ctx.new_stream().map_err(|e| format!("creating a CUDA stream: {e}"))?;
     Ok(CudaGpu { ctx, stream, name, arch, functions: Mutex::new(HashMap::new()) })
 }
 
