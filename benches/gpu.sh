@@ -10,7 +10,7 @@
 # torch, torch_geometric 2.8 and floydnet), OUT (target/bench-gpu), PHASES ("fixtures pyg
 # floydnet"; "kernels" on request), SHAPES (Hector's eight), FLOYD_N (256 512 1024), REPS (10), SETTINGS ("64:1 128:8":
 # channels:heads), DTYPES (rgnn's storage types against each reference run: "f32 tf32 bf16").
-# Writes $OUT/fixtures-*.txt, $OUT/ptxas.txt (registers / spills per kernel), $OUT/pyg.jsonl,
+# Writes $OUT/backends.txt (`rgnn backends`: device, driver, NVRTC), $OUT/fixtures-*.txt, $OUT/ptxas.txt (registers / spills per kernel), $OUT/pyg.jsonl,
 # $OUT/floydnet.jsonl, $OUT/table.md, $OUT/log.txt, $OUT/device-peaks.json, $OUT/pivot-blocks.txt, $OUT/kernels.txt and
 # kernels.jsonl (the kernels phase: per-kernel medians, bytes and flops of every model, shape and
 # setting in f32 and bf16) with $OUT/kernel-rates.md (those against the bandwidth and tensor-core
@@ -35,6 +35,30 @@ LOG="$OUT/log.txt"
 has() { case " $PHASES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 (nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv) > "$OUT/gpu.txt" 2>&1
 echo "== rgnn $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(head -1 "$OUT/gpu.txt")" | tee -a "$LOG"
+
+# The cuda backend must run before anything is measured. rgnn loads NVRTC by cudarc's names
+# (libnvrtc.so, libnvrtc.so.12, ...); a CUDA 13 machine may have only libnvrtc.so.13 (the
+# toolkit's, or the nvidia-cuda-nvrtc wheel's), so link the first one found as libnvrtc.so.
+# Stops only where rgnn says the cuda backend cannot run (not if the report itself fails).
+cuda_runs() { "$RGNN" backends --require cuda > "$OUT/backends.txt" 2>&1 || ! grep -q "^cuda  not available" "$OUT/backends.txt"; }
+if ! cuda_runs; then
+    wheels=$("$PY" -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)
+    lib=$( (ldconfig -p 2>/dev/null | awk '/libnvrtc\.so\.[0-9]/ {print $NF}'
+            ls /usr/local/cuda*/lib64/libnvrtc.so.* /usr/local/cuda*/targets/*/lib/libnvrtc.so.* 2>/dev/null
+            [ -n "$wheels" ] && find "$wheels" -maxdepth 3 -name 'libnvrtc.so.*') | grep -v builtins | head -1)
+    if [ -n "$lib" ]; then
+        links="$(cd "$OUT" && pwd)/nvrtc"
+        mkdir -p "$links" && ln -sf "$lib" "$links/libnvrtc.so"
+        export LD_LIBRARY_PATH="$links:$(dirname "$lib")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        echo "NVRTC: $lib, linked as $links/libnvrtc.so" | tee -a "$LOG"
+    fi
+    if ! cuda_runs; then
+        tee -a "$LOG" < "$OUT/backends.txt"
+        echo "the cuda backend cannot run here; nothing measured" | tee -a "$LOG"
+        exit 1
+    fi
+fi
+tee -a "$LOG" < "$OUT/backends.txt"
 
 if has fixtures; then
 echo "== fixtures on --backend cuda" | tee -a "$LOG"

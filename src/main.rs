@@ -125,6 +125,12 @@ enum Command {
     },
     /// Run the embedded demo: an RGCN link predictor trained with PyG on the Kinships graph.
     Demo,
+    /// Show which backends can run here, on what device, and which one `--backend auto` takes.
+    Backends {
+        /// Fail (exit status 1, with the reason) unless this backend can run here.
+        #[arg(long, value_enum)]
+        require: Option<Backend>,
+    },
 }
 
 fn main() {
@@ -178,6 +184,27 @@ fn options(dtype: Dtype, tf32: bool) -> CompileOptions {
 
 fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
+        Command::Backends { require } => {
+            let (reports, auto) = rgnn::runtime::backend_reports();
+            for r in &reports {
+                match &r.status {
+                    Ok(device) => println!("{:<5} available      {device}", r.name),
+                    Err(reason) => println!("{:<5} not available  {reason}", r.name),
+                }
+            }
+            println!("--backend auto runs on: {auto}");
+            let required = require.map(|b| match b {
+                Backend::Cpu => "cpu",
+                Backend::Wgpu => "wgpu",
+                Backend::Cuda => "cuda",
+                Backend::Auto => auto,
+            });
+            if let Some(name) = required {
+                if let Some(Err(reason)) = reports.iter().find(|r| r.name == name).map(|r| &r.status) {
+                    bail!("backend `{name}` is not available: {reason}");
+                }
+            }
+        }
         Command::Run { model, graph, out, backend, dtype, tf32 } => {
             let (m, g) = load(&model, &graph)?;
             let mut s = Session::with_options(&m, &g, backend.into(), options(dtype, tf32))?;

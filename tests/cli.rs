@@ -279,3 +279,26 @@ fn a_closed_output_pipe_ends_rgnn_without_a_panic() {
     const SIGPIPE: i32 = 13; // Linux and macOS
     assert_eq!(o.status.signal(), Some(SIGPIPE), "{:?}: {err}", o.status);
 }
+
+#[test]
+fn backends_lists_each_backend_and_what_auto_takes() {
+    let o = rgnn(&["backends", "--require", "cpu"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("cpu   available"), "{out}");
+    assert!(lines[1].starts_with("wgpu  "), "{out}");
+    assert!(lines[2].starts_with("cuda  "), "{out}");
+    assert!(["cpu", "wgpu", "cuda"].iter().any(|b| lines[3] == format!("--backend auto runs on: {b}")), "{out}");
+
+    // Where CUDA cannot run, requiring it fails with the reason; where it can, it passes.
+    let o = rgnn(&["backends", "--require", "cuda"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if String::from_utf8_lossy(&o.stdout).contains("cuda  available") {
+        assert!(o.status.success(), "{err}");
+    } else {
+        assert_eq!(o.status.code(), Some(1));
+        assert!(err.contains("error: backend `cuda` is not available: "), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -287,6 +287,43 @@ pub fn select_backend(kind: BackendKind) -> Result<Box<dyn Backend>> {
     }
 }
 
+/// One backend's state on this machine (`rgnn backends`).
+#[derive(Clone, Debug)]
+pub struct BackendReport {
+    /// `cpu`, `wgpu`, `cuda`.
+    pub name: &'static str,
+    /// The device it would run on and what it offers, or why it cannot run here.
+    pub status: std::result::Result<String, String>,
+}
+
+/// Every backend's state here, and the one `BackendKind::Auto` picks. Opens each device (as a
+/// session would; the contexts are kept for the process).
+pub fn backend_reports() -> (Vec<BackendReport>, &'static str) {
+    let reason = |e: RuntimeError| match e {
+        RuntimeError::BackendUnavailable { reason, .. } => reason,
+        other => other.to_string(),
+    };
+    let wgpu = crate::wgpu_backend::WgpuBackend::new().map_err(reason).map(|b| {
+        let ctx = b.context();
+        let mut s = ctx.describe();
+        if !ctx.is_real_gpu() {
+            s.push_str("; a software adapter: `auto` does not pick it");
+        }
+        if !ctx.has_f16() {
+            s.push_str("; no f16 storage");
+        }
+        s
+    });
+    let cuda = crate::cuda_backend::CudaBackend::new().map_err(reason).map(|b| b.report());
+    let reports = vec![
+        BackendReport { name: "cpu", status: Ok(CpuBackend.device()) },
+        BackendReport { name: "wgpu", status: wgpu },
+        BackendReport { name: "cuda", status: cuda },
+    ];
+    let auto = select_backend(BackendKind::Auto).map_or("cpu", |b| b.name());
+    (reports, auto)
+}
+
 #[cfg(test)]
 mod tests {
     use super::median;

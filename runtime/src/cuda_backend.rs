@@ -48,6 +48,9 @@ pub struct CudaGpu {
     name: String,
     /// Compute capability (major, minor).
     arch: (i32, i32),
+    /// The CUDA version the driver supports, and NVRTC's (`major.minor`; `?` if not told).
+    driver_version: String,
+    nvrtc_version: String,
     /// Loaded kernels by source hash.
     functions: Mutex<HashMap<u64, CudaFunction>>,
 }
@@ -55,6 +58,21 @@ pub struct CudaGpu {
 impl CudaGpu {
     pub fn describe(&self) -> String {
         format!("{} (sm_{}{})", self.name, self.arch.0, self.arch.1)
+    }
+
+    /// The device with its memory and the driver's and NVRTC's versions (`rgnn backends`).
+    pub fn report(&self) -> String {
+        let memory = match self.ctx.mem_get_info() {
+            Ok((free, total)) => {
+                format!(", {:.1} of {:.1} GiB free", free as f64 / (1u64 << 30) as f64, total as f64 / (1u64 << 30) as f64)
+            }
+            Err(_) => String::new(),
+        };
+        let sms = self
+            .ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_or(String::new(), |n| format!(", {n} SMs"));
+        format!("{}{sms}{memory}; driver for CUDA {}, NVRTC {}", self.describe(), self.driver_version, self.nvrtc_version)
     }
 }
 
@@ -64,7 +82,7 @@ fn open() -> std::result::Result<CudaGpu, String> {
         return Err("the NVIDIA driver library (libcuda) was not found".into());
     }
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err("NVRTC (libnvrtc, part of the CUDA toolkit) was not found".into());
+        return Err(nvrtc_not_found());
     }
     let ctx = CudaContext::new(0).map_err(|e| format!("no usable CUDA device: {e}"))?;
     let name = ctx.name().map_err(|e| e.to_string())?;
@@ -72,13 +90,111 @@ fn open() -> std::result::Result<CudaGpu, String> {
     // A stream of our own: the forward pass is captured as a CUDA graph, and capture is refused
     // on the legacy default stream (handle 0, what `default_stream()` gives).
     let stream = ctx.new_stream().map_err(|e| format!("creating a CUDA stream: {e}"))?;
-    Ok(CudaGpu { ctx, stream, name, arch, functions: Mutex::new(HashMap::new()) })
+    let driver_version = driver_cuda_version().unwrap_or_else(|| "?".into());
+    let nvrtc_version = nvrtc_version().unwrap_or_else(|| "?".into());
+    Ok(CudaGpu { ctx, stream, name, arch, driver_version, nvrtc_version, functions: Mutex::new(HashMap::new()) })
 }
 
 /// The process's CUDA device (opened once).
 pub fn context() -> Result<Arc<CudaGpu>> {
     static GPU: OnceLock<std::result::Result<Arc<CudaGpu>, String>> = OnceLock::new();
     GPU.get_or_init(|| open().map(Arc::new)).clone().map_err(unavailable)
+}
+
+/// The file names NVRTC is loaded by (cudarc's list, in its order; the Unix ones).
+fn nvrtc_names() -> Vec<String> {
+    let mut names: Vec<String> = vec![];
+    for name in cudarc::get_lib_name_candidates("nvrtc") {
+        if name.starts_with("libnvrtc.so") && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Folders where a CUDA toolkit usually keeps its libraries: `LD_LIBRARY_PATH`, `$CUDA_HOME`,
+/// `$CUDA_PATH`, `/usr/local/cuda*`, the system's library folders.
+fn cuda_library_dirs() -> Vec<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let mut dirs: Vec<PathBuf> = std::env::var_os("LD_LIBRARY_PATH").map(|v| std::env::split_paths(&v).collect()).unwrap_or_default();
+    let mut roots: Vec<PathBuf> = ["CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"].iter().filter_map(std::env::var_os).map(PathBuf::from).collect();
+    roots.push(PathBuf::from("/usr/local/cuda"));
+    if let Ok(entries) = std::fs::read_dir("/usr/local") {
+        let mut versions: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("cuda-")))
+            .collect();
+        versions.sort();
+        roots.extend(versions.into_iter().rev());
+    }
+    for root in roots {
+        dirs.extend(["lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"].map(|sub| root.join(sub)));
+    }
+    dirs.extend(["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"].map(PathBuf::from));
+    dirs
+}
+
+/// The first NVRTC library in `dirs` (`libnvrtc.so.<version>`, not its builtins).
+fn find_nvrtc(dirs: &[std::path::PathBuf]) -> Option<std::path::PathBuf> {
+    dirs.iter().find_map(|dir| {
+        let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libnvrtc.so.")))
+            .collect();
+        found.sort();
+        found.into_iter().next()
+    })
+}
+
+/// Why NVRTC cannot be loaded, and what to do. cudarc loads it by a fixed list of names
+/// (`libnvrtc.so`, `libnvrtc.so.12`, ...); a CUDA 13 toolkit without its development links has
+/// only `libnvrtc.so.13`, so where such a file is seen the message says how to link it.
+fn nvrtc_not_found() -> String {
+    nvrtc_not_found_message(&nvrtc_names(), find_nvrtc(&cuda_library_dirs()).as_deref())
+}
+
+fn nvrtc_not_found_message(names: &[String], elsewhere: Option<&std::path::Path>) -> String {
+    let names = names.join(", ");
+    match elsewhere {
+        Some(path) => {
+            let dir = path.parent().map_or(String::new(), |d| format!("{}:", d.display()));
+            format!(
+                "NVRTC was not found under the names rgnn loads it by ({names}), but {} is there: link it under one of them \
+                 on the library path, e.g. `mkdir -p ~/.local/lib/rgnn-nvrtc && ln -sf {} ~/.local/lib/rgnn-nvrtc/libnvrtc.so` \
+                 and `export LD_LIBRARY_PATH=~/.local/lib/rgnn-nvrtc:{dir}$LD_LIBRARY_PATH`",
+                path.display(),
+                path.display()
+            )
+        }
+        None => format!(
+            "NVRTC (libnvrtc, part of the CUDA toolkit, 12.x or 13.x) was not found under the names {names}: install it \
+             (e.g. `pip install nvidia-cuda-nvrtc-cu12`, or the toolkit's cuda-nvrtc package) and put its folder on LD_LIBRARY_PATH"
+        ),
+    }
+}
+
+/// `major.minor` of a CUDA version number as the driver reports it (12080 → 12.8).
+fn cuda_version_text(v: i32) -> String {
+    format!("{}.{}", v / 1000, (v % 1000) / 10)
+}
+
+/// The CUDA version the driver supports (`cuDriverGetVersion`), as `major.minor`.
+fn driver_cuda_version() -> Option<String> {
+    let mut v = 0i32;
+    // SAFETY: only called once libcuda is known to load; writes one int.
+    let status = unsafe { sys::cuDriverGetVersion(&mut v) };
+    (status == sys::CUresult::CUDA_SUCCESS).then(|| cuda_version_text(v))
+}
+
+/// The loaded NVRTC's version, as `major.minor`.
+fn nvrtc_version() -> Option<String> {
+    let (mut major, mut minor) = (0i32, 0i32);
+    // SAFETY: only called once libnvrtc is known to load; writes two ints.
+    let status = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    (status == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then(|| format!("{major}.{minor}"))
 }
 
 /// FNV-1a, 64 bits: a hash that stays the same across Rust versions and runs (cache keys).
@@ -105,9 +221,10 @@ pub fn ptx_cache_dir() -> Option<std::path::PathBuf> {
     Some(base.join("ptx"))
 }
 
-/// The cache key of a kernel: its source, the target architecture and this rgnn's version.
-pub fn ptx_cache_key(source: &str, arch: &str) -> u64 {
-    stable_hash(&[source.as_bytes(), arch.as_bytes(), env!("CARGO_PKG_VERSION").as_bytes()])
+/// The cache key of a kernel: its source, the target architecture, the NVRTC version that
+/// compiles it (PTX from a newer NVRTC may need a newer driver) and this rgnn's version.
+pub fn ptx_cache_key(source: &str, arch: &str, nvrtc_version: &str) -> u64 {
+    stable_hash(&[source.as_bytes(), arch.as_bytes(), nvrtc_version.as_bytes(), env!("CARGO_PKG_VERSION").as_bytes()])
 }
 
 /// NVRTC's options: the architecture, and the language standard spelled out (the generated
@@ -120,7 +237,7 @@ fn nvrtc_options(arch: &str) -> cudarc::nvrtc::CompileOptions {
 pub fn compile_ptx(source: &str, arch: &str) -> Result<String> {
     // SAFETY: only probes whether the library can be loaded.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err(unavailable("NVRTC (libnvrtc, part of the CUDA toolkit) was not found"));
+        return Err(unavailable(nvrtc_not_found()));
     }
     cudarc::nvrtc::compile_ptx_with_opts(source, nvrtc_options(arch))
         .map(|p| p.to_src())
@@ -135,30 +252,51 @@ impl CudaGpu {
     /// The kernel of `source`, from memory, the disk cache or NVRTC.
     fn function(&self, label: &str, source: &str) -> Result<CudaFunction> {
         let arch = self.arch_name();
-        let key = ptx_cache_key(source, &arch);
+        let key = ptx_cache_key(source, &arch, &self.nvrtc_version);
         if let Some(f) = self.functions.lock().expect("kernel cache").get(&key) {
             return Ok(f.clone());
         }
         let cached = ptx_cache_dir().map(|d| d.join(format!("{key:016x}.ptx")));
-        let ptx = match cached.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
-            Some(text) => cudarc::nvrtc::Ptx::from_src(text),
+        // A cached file that does not load (truncated, or written by another driver setup) is
+        // compiled again and replaced.
+        let from_cache = cached
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|text| self.load(label, cudarc::nvrtc::Ptx::from_src(text)).ok());
+        let f = match from_cache {
+            Some(f) => f,
             None => {
                 let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, nvrtc_options(&arch)).map_err(|e| RuntimeError::Device {
                     backend: NAME.into(),
                     message: format!("NVRTC failed on kernel `{label}`: {e}"),
                 })?;
+                let text = ptx.to_src();
+                let f = self.load(label, ptx)?;
                 if let Some(path) = &cached {
                     // A cache that cannot be written only costs a recompile next time.
                     let _ = std::fs::create_dir_all(path.parent().expect("cache file has a folder"));
-                    let _ = std::fs::write(path, ptx.to_src());
+                    let _ = std::fs::write(path, text);
                 }
-                ptx
+                f
             }
         };
-        let module = self.ctx.load_module(ptx).map_err(|e| device_error(&format!("loading kernel `{label}`"), e))?;
-        let f = module.load_function(rgnn_kernels::cuda::ENTRY).map_err(|e| device_error(&format!("kernel `{label}`"), e))?;
         self.functions.lock().expect("kernel cache").insert(key, f.clone());
         Ok(f)
+    }
+
+    /// Load PTX as a module and find the kernel's entry point in it.
+    fn load(&self, label: &str, ptx: cudarc::nvrtc::Ptx) -> Result<CudaFunction> {
+        let module = self.ctx.load_module(ptx).map_err(|e| {
+            let mut what = format!("loading kernel `{label}`");
+            if e.to_string().contains("UNSUPPORTED_PTX_VERSION") {
+                what.push_str(&format!(
+                    " (its PTX comes from NVRTC {}, newer than this driver's CUDA {}: use an NVRTC no newer than the driver, or update the driver)",
+                    self.nvrtc_version, self.driver_version
+                ));
+            }
+            device_error(&what, e)
+        })?;
+        module.load_function(rgnn_kernels::cuda::ENTRY).map_err(|e| device_error(&format!("kernel `{label}`"), e))
     }
 }
 
@@ -208,6 +346,11 @@ pub struct CudaBackend {
 impl CudaBackend {
     pub fn new() -> Result<Self> {
         Ok(CudaBackend { gpu: context()? })
+    }
+
+    /// The device, its free memory and the driver's and NVRTC's versions.
+    pub fn report(&self) -> String {
+        self.gpu.report()
     }
 }
 
@@ -433,9 +576,35 @@ mod tests {
     fn cache_keys_are_stable_and_separate_architectures() {
         // The FNV-1a offset basis: the hash is the documented function, not a per-process one.
         assert_eq!(stable_hash(&[b"abc"]), stable_hash(&[b"abc"]));
-        assert_ne!(ptx_cache_key("k", "sm_80"), ptx_cache_key("k", "sm_90"));
-        assert_ne!(ptx_cache_key("k1", "sm_80"), ptx_cache_key("k2", "sm_80"));
+        assert_ne!(ptx_cache_key("k", "sm_80", "12.9"), ptx_cache_key("k", "sm_90", "12.9"));
+        assert_ne!(ptx_cache_key("k1", "sm_80", "12.9"), ptx_cache_key("k2", "sm_80", "12.9"));
+        assert_ne!(ptx_cache_key("k", "sm_90", "12.9"), ptx_cache_key("k", "sm_90", "13.0"));
         assert_eq!(stable_hash(&[]), 0xcbf2_9ce4_8422_2325);
+    }
+
+    #[test]
+    fn nvrtc_under_another_name_is_found_and_named_in_the_error() {
+        let dir = std::env::temp_dir().join(format!("rgnn-nvrtc-search-{}", std::process::id()));
+        let (empty, lib) = (dir.join("empty"), dir.join("lib64"));
+        std::fs::create_dir_all(&empty).unwrap();
+        std::fs::create_dir_all(&lib).unwrap();
+        for f in ["libnvrtc-builtins.so.13.0", "libnvrtc.so.13", "libcudart.so.13"] {
+            std::fs::write(lib.join(f), b"").unwrap();
+        }
+        let found = find_nvrtc(&[dir.join("missing"), empty.clone(), lib.clone()]);
+        assert_eq!(found.as_deref(), Some(lib.join("libnvrtc.so.13").as_path()));
+        assert_eq!(find_nvrtc(&[empty]), None);
+
+        let names = vec!["libnvrtc.so".to_string(), "libnvrtc.so.12".to_string()];
+        let linked = nvrtc_not_found_message(&names, found.as_deref());
+        assert!(linked.contains("libnvrtc.so, libnvrtc.so.12"), "{linked}");
+        assert!(linked.contains(&format!("ln -sf {}", lib.join("libnvrtc.so.13").display())), "{linked}");
+        assert!(linked.contains(&format!("LD_LIBRARY_PATH=~/.local/lib/rgnn-nvrtc:{}:$LD_LIBRARY_PATH", lib.display())), "{linked}");
+        let missing = nvrtc_not_found_message(&names, None);
+        assert!(missing.contains("was not found under the names libnvrtc.so, libnvrtc.so.12"), "{missing}");
+        assert_eq!(cuda_version_text(12080), "12.8");
+        assert_eq!(cuda_version_text(13000), "13.0");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 

@@ -28,7 +28,7 @@ mod session;
 mod tensor;
 pub mod wgpu_backend;
 
-pub use backend::{BackendKind, KernelTime, KernelWork};
+pub use backend::{backend_reports, BackendKind, BackendReport, KernelTime, KernelWork};
 pub use error::{Result, RuntimeError};
 pub use graph::Graph;
 pub use model::Model;
