@@ -644,12 +644,16 @@ pub mod host_emulation {
         let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
         let arrays =
             ArrayLayout::new(&plan, &memory, &generated.dispatches, generated.scratch_elems, params, graph, &index, options.storage)?;
-        // Host "device memory": u64 words keep every array 8-byte aligned.
+        // Host "device memory": u64 words keep every array 8-byte aligned. What no upload fills
+        // (the arena, outputs, scratch) starts as all ones, a NaN in f32, f16 and bf16: on the
+        // device the arena holds earlier kernels' and runs' values, so a kernel that reads
+        // what no kernel wrote must show as a wrong output here, not pass on zeros.
         let mut memory_words: Vec<Vec<u64>> = arrays
             .uploads
             .iter()
             .map(|(_, contents, bytes)| {
-                let mut words = vec![0u64; (*bytes).max(contents.len()).div_ceil(8).max(1)];
+                let fill = if contents.is_empty() { u64::MAX } else { 0 };
+                let mut words = vec![fill; (*bytes).max(contents.len()).div_ceil(8).max(1)];
                 bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..contents.len()].copy_from_slice(contents);
                 words
             })
