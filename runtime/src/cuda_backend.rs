@@ -284,6 +284,25 @@ impl CudaGpu {
         Ok(f)
     }
 
+    /// The kernel of every dispatch, in order. Distinct sources not yet loaded are compiled and
+    /// loaded on as many threads as the machine has (NVRTC and the driver's PTX compiler are
+    /// thread-safe): a model's first run on a graph would otherwise wait for each in turn.
+    fn functions_of(&self, dispatches: &[rgnn_kernels::gpu::Dispatch]) -> Result<Vec<CudaFunction>> {
+        let mut seen = std::collections::HashSet::new();
+        let pending: Vec<&rgnn_kernels::gpu::Dispatch> = dispatches.iter().filter(|d| seen.insert(d.source.as_str())).collect();
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, pending.len().max(1));
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let pending = &pending;
+                    s.spawn(move || pending.iter().skip(w).step_by(workers).try_for_each(|d| self.function(&d.label, &d.source).map(drop)))
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| h.join().expect("kernel compile thread"))
+        })?;
+        dispatches.iter().map(|d| self.function(&d.label, &d.source)).collect()
+    }
+
     /// Load PTX as a module and find the kernel's entry point in it.
     fn load(&self, label: &str, ptx: cudarc::nvrtc::Ptx) -> Result<CudaFunction> {
         let module = self.ctx.load_module(ptx).map_err(|e| {
@@ -440,8 +459,8 @@ impl Backend for CudaBackend {
         }
         let layout = ArrayLayout { uploads: vec![], slot_of, table_slots, outputs_at: vec![] };
         let mut launches = vec![];
-        for (di, d) in generated.dispatches.iter().enumerate() {
-            let function = gpu.function(&d.label, &d.source)?;
+        let functions = gpu.functions_of(&generated.dispatches)?;
+        for (di, (d, function)) in generated.dispatches.iter().zip(functions).enumerate() {
             let config = LaunchConfig {
                 grid_dim: (d.workgroups[0], d.workgroups[1], d.workgroups[2]),
                 block_dim: (d.threads[0], d.threads[1], 1),
