@@ -357,6 +357,34 @@ pub fn generate_cuda(
     Ok((plan, layout, generated))
 }
 
+/// The generated kernels index arrays with 32-bit unsigned integers: an array of more elements
+/// (a wide per-row buffer on a very large graph) is an error naming it, never a wrapped index.
+fn check_u32_elements(plan: &KernelProgram, dispatches: &[rgnn_kernels::gpu::Dispatch]) -> Result<()> {
+    use rgnn_kernels::gpu::ArrayRef;
+    for d in dispatches {
+        if let Some(b) = d.bindings.iter().find(|b| b.len > u32::MAX as usize) {
+            let what = match b.array {
+                ArrayRef::Data(id) => {
+                    let buffer = &plan.buffers[id.0];
+                    format!("buffer `{}` ({} wide)", buffer.name, buffer.width)
+                }
+                ArrayRef::Param(p) => format!("parameter {}", p.0),
+                ArrayRef::Index(ix) => format!("index array `{}`", ix.name()),
+                ArrayRef::Table(t) => format!("table {t}"),
+                ArrayRef::Scratch(s) => format!("scratch {s}"),
+            };
+            return Err(RuntimeError::Invalid(format!(
+                "{what} of kernel `{}` holds {} elements; the CUDA kernels index arrays with 32-bit integers (at most {}): \
+                 run this graph in parts, or with fewer channels or heads",
+                d.label,
+                b.len,
+                u32::MAX
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The CUDA backend on device 0.
 pub struct CudaBackend {
     gpu: Arc<CudaGpu>,
@@ -426,6 +454,7 @@ impl Backend for CudaBackend {
         // does RGNN_CUDA_TENSOR_CORES=0 (to compare the two on one device).
         let tensor_cores = gpu.arch.0 >= 8 && std::env::var("RGNN_CUDA_TENSOR_CORES").map_or(true, |v| v != "0");
         let (plan, layout, generated) = generate_cuda(program, &params, &graph, options, tensor_cores)?;
+        check_u32_elements(&plan, &generated.dispatches)?;
         let index = graph_index(&graph, &layout);
         let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
         let arrays =
@@ -602,6 +631,24 @@ mod tests {
     }
 
     #[test]
+    fn arrays_beyond_u32_indexing_are_an_error_naming_them() {
+        use rgnn_kernels::gpu::{ArrayRef, Binding, Dispatch, Elem};
+        let binding = |len: usize| Binding {
+            array: ArrayRef::Param(rgnn_ir::ParamId(3)),
+            elem: Elem::F32,
+            chunk: 0,
+            chunk_elems: len,
+            len,
+            writable: false,
+        };
+        let dispatch = |len: usize| Dispatch::new("k2 gemm".into(), String::new(), "k", vec![binding(len)], [1, 1, 1], [32, 1], vec![]);
+        let plan = KernelProgram::default();
+        assert!(check_u32_elements(&plan, &[dispatch(u32::MAX as usize)]).is_ok());
+        let e = check_u32_elements(&plan, &[dispatch(u32::MAX as usize + 1)]).unwrap_err().to_string();
+        assert!(e.contains("parameter 3 of kernel `k2 gemm` holds 4294967296 elements"), "{e}");
+    }
+
+    #[test]
     fn nvrtc_under_another_name_is_found_and_named_in_the_error() {
         let dir = std::env::temp_dir().join(format!("rgnn-nvrtc-search-{}", std::process::id()));
         let (empty, lib) = (dir.join("empty"), dir.join("lib64"));
@@ -659,6 +706,7 @@ pub mod host_emulation {
         let fail = |m: String| RuntimeError::Device { backend: "cuda (host emulation)".into(), message: m };
         crate::interpreter::check_relations(program, params, graph)?;
         let (plan, layout, generated) = generate_cuda(program, params, graph, options, tensor_cores)?;
+        check_u32_elements(&plan, &generated.dispatches)?;
         let index = graph_index(graph, &layout);
         let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
         let arrays =
