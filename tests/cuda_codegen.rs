@@ -540,7 +540,8 @@ fn tensor_core_pivot_attention_matches_the_cpu_backend() {
 /// input rows, its output rows and an index per edge.
 #[test]
 fn kernel_work_counts_products_and_arrays() {
-    use rgnn::ir::level2::{Kernel, RowOp};
+    use rgnn::ir::level2::{BufferRole, Kernel, RowOp};
+    use rgnn::kernels::gpu::ArrayRef;
     let (m, g) = load_case("rgcn_mean");
     let work = rgnn::kernels::gpu::kernel_work(&rgnn::runtime::emit_cuda(&m, &g, CompileOptions::default(), 8).unwrap().dispatches);
     let session = rgnn::Session::new(&m, &g, rgnn::BackendKind::Cpu).unwrap();
@@ -580,6 +581,32 @@ fn kernel_work_counts_products_and_arrays() {
         }
     }
     assert_eq!(pivots, 2, "two blocks, one pivot attention each");
+
+    // HGT's first per-type GEMM reads its node type's rows of x and stores their K, Q and V
+    // slices into buffers over all nodes: it moves those rows, not the whole buffers.
+    let (m, g) = load_case("hgt_h4");
+    let dispatches = rgnn::runtime::emit_cuda(&m, &g, CompileOptions::default(), 8).unwrap().dispatches;
+    let work = rgnn::kernels::gpu::kernel_work(&dispatches);
+    let session = rgnn::Session::new(&m, &g, rgnn::BackendKind::Cpu).unwrap();
+    let plan = session.plan().unwrap();
+    let gemm = dispatches.iter().find(|d| d.kernel == 0).expect("k0 is a per-type GEMM");
+    let (mut expected_bytes, mut whole_bytes, mut partial) = (0, 0, 0);
+    let x = plan.buffers.iter().find(|b| b.name == "x.paper").expect("x.paper");
+    let rows =
+        gemm.bindings.iter().find(|b| matches!(b.array, ArrayRef::Data(id) if plan.buffers[id.0].name == "x.paper")).unwrap().len / x.width;
+    for b in &gemm.bindings {
+        whole_bytes += b.len * 4;
+        expected_bytes += 4 * match b.array {
+            ArrayRef::Data(id) if plan.buffers[id.0].role == BufferRole::Intermediate => {
+                partial += 1;
+                rows * plan.buffers[id.0].width
+            }
+            _ => b.len,
+        };
+    }
+    assert_eq!(partial, 3, "K, Q and V over all nodes:\n{}", gemm.source);
+    assert_eq!(work[0].bytes as usize, expected_bytes);
+    assert!(expected_bytes < whole_bytes);
 }
 
 /// CUDA GEMMs apply column-separable input and epilogue programs as they load and store (no row

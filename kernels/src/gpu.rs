@@ -177,6 +177,9 @@ pub struct Dispatch {
     /// Floating-point operations of its matrix products, 2 per multiply-add (GEMM, pivot
     /// attention); 0 for dispatches without one.
     pub flops: f64,
+    /// Buffers it binds but touches only in part, with the elements it touches at most (a GEMM
+    /// over one node type's rows of a buffer over all nodes); [`kernel_work`] counts those.
+    pub touched: Vec<(ArrayRef, usize)>,
 }
 
 impl Dispatch {
@@ -191,7 +194,7 @@ impl Dispatch {
         threads: [u32; 2],
         tables: Vec<Vec<u32>>,
     ) -> Self {
-        Dispatch { label, source, entry, bindings, workgroups, threads, tables, kernel: 0, flops: 0.0 }
+        Dispatch { label, source, entry, bindings, workgroups, threads, tables, kernel: 0, flops: 0.0, touched: vec![] }
     }
 }
 
@@ -203,10 +206,9 @@ pub struct KernelWork {
     /// Bytes of every array its dispatches bind (buffers, parameters, index arrays, tables),
     /// each counted once: the traffic of reading every input and writing every output once.
     /// Round trips through scratch between its own dispatches are not counted (they are the
-    /// implementation's cost, not the kernel's work), nor are gathered rows read again; a kernel
-    /// over one node type that writes its rows of a buffer over all nodes counts the whole
-    /// buffer (an overcount for HGT's per-type GEMMs; traversals and relation GEMMs bind
-    /// arrays they use in full).
+    /// implementation's cost, not the kernel's work), nor are gathered rows read again. A
+    /// buffer a dispatch touches only in part ([`Dispatch::touched`]: a GEMM over one node
+    /// type's rows of a buffer over all nodes, as HGT's per-type GEMMs) counts what it touches.
     pub bytes: u64,
     /// Sum of its dispatches' [`Dispatch::flops`].
     pub flops: f64,
@@ -223,7 +225,8 @@ pub fn kernel_work(dispatches: &[Dispatch]) -> Vec<KernelWork> {
         work.flops += d.flops;
         for b in &d.bindings {
             if !matches!(b.array, ArrayRef::Scratch(_)) && seen.insert(b.array) {
-                work.bytes += (b.len * b.elem.bytes()) as u64;
+                let elems = d.touched.iter().find(|t| t.0 == b.array).map_or(b.len, |t| t.1.min(b.len));
+                work.bytes += (elems * b.elem.bytes()) as u64;
             }
         }
     }

@@ -343,6 +343,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         let workgroups = [tile_grid[0], (blocks * col_tiles) as u32, tile_grid[1]];
 
         let flops = 2.0 * (row_list.len() * blocks * bin * bout) as f64;
+        let gemm_rows = row_list.len();
         let tiling = GemmTiling { a, c_array, fused_epilogue, slice_maps, row_list, tiles, col_tiles, grid_x: tile_grid[0] };
         let (sh, label) = if self.ctx.tensor_cores {
             (self.gemm_mma(gk, tiling, false), format!("k{k} gemm (tensor cores)"))
@@ -351,7 +352,18 @@ impl<'c, 'a> Templates<'c, 'a> {
         } else {
             (self.gemm_simt(gk, tiling), format!("k{k} gemm"))
         };
-        out.push(Dispatch { flops, ..self.fin.finish(sh, label, workgroups) });
+        let d = self.fin.finish(sh, label, workgroups);
+        // Each of its rows reads or writes at most one row of every buffer it binds (its A row,
+        // the epilogue's rows, a slice map's output row).
+        let touched = d
+            .bindings
+            .iter()
+            .filter_map(|b| match b.array {
+                ArrayRef::Data(id) => Some((b.array, gemm_rows * self.ctx.kp.buffer(id).width)).filter(|&(_, elems)| elems < b.len),
+                _ => None,
+            })
+            .collect();
+        out.push(Dispatch { flops, touched, ..d });
         if !plain_epilogue && !fused_epilogue {
             let w = self.ctx.kp.buffer(gk.output).width;
             out.push(self.rowwise(
