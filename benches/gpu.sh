@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Everything the CUDA backend's verification and benchmarks need on a GPU machine, in one run.
-# Build here (`cargo build --release -p rgnn -p rgnn-benches`), carry target/release/rgnn and
-# target/release/rgnn-synth with the repository, then on the GPU machine:
+# Build here with benches/gpu_kit.sh (rgnn, rgnn-synth and the CUDA test binary, stripped, in
+# target/gpu-kit), carry that folder with the repository, then on the GPU machine:
 #
+#   K=target/gpu-kit; export RGNN=$K/rgnn SYNTH=$K/rgnn-synth CUDA_TESTS=$K/rgnn-cuda-tests
 #   benches/gpu.sh                 # fixtures on cuda (f32, bf16, f16, tf32), PyG vs rgnn, FloydNet vs official
 #   PHASES=kernels benches/gpu.sh  # the device's bandwidth and bf16 rate, and every kernel's time
 #
-# Environment: RGNN (target/release/rgnn), SYNTH (target/release/rgnn-synth), PY (python3 with
+# Environment: RGNN (target/release/rgnn), SYNTH (target/release/rgnn-synth), CUDA_TESTS
+# (tests/cuda.rs built, run in the fixtures phase where given), PY (python3 with
 # torch, torch_geometric 2.8 and floydnet), OUT (target/bench-gpu), PHASES ("fixtures pyg
 # floydnet"; "kernels" on request), SHAPES (Hector's eight), FLOYD_N (256 512 1024), REPS (10), SETTINGS ("64:1 128:8":
 # channels:heads), DTYPES (rgnn's storage types against each reference run: "f32 tf32 bf16").
-# Writes $OUT/backends.txt (`rgnn backends`: device, driver, NVRTC), $OUT/fixtures-*.txt, $OUT/ptxas.txt (registers / spills per kernel), $OUT/pyg.jsonl,
+# Writes $OUT/backends.txt (`rgnn backends`: device, driver, NVRTC), $OUT/cuda-tests.txt,
+# $OUT/fixtures-*.txt, $OUT/ptxas.txt (registers / spills per kernel), $OUT/pyg.jsonl,
 # $OUT/floydnet.jsonl, $OUT/table.md, $OUT/log.txt, $OUT/device-peaks.json, $OUT/pivot-blocks.txt, $OUT/kernels.txt and
 # kernels.jsonl (the kernels phase: per-kernel medians, bytes and flops of every model, shape and
 # setting in f32 and bf16) with $OUT/kernel-rates.md (those against the bandwidth and tensor-core
@@ -88,6 +91,12 @@ needs kernels torch
 
 if has fixtures; then
 echo "== fixtures on --backend cuda" | tee -a "$LOG"
+# The Rust differential suite (every fixture and storage type against the CPU backend, replays).
+if [ -n "${CUDA_TESTS:-}" ]; then
+    RGNN_FIXTURES_DIR="$PWD/tests/fixtures" RGNN_REQUIRE_CUDA=1 "$CUDA_TESTS" --test-threads 1 --nocapture \
+        > "$OUT/cuda-tests.txt" 2>&1
+    grep -E "^test |^test result|failures:|rel err .* > " "$OUT/cuda-tests.txt" | tee -a "$LOG"
+fi
 # f32-simt: the SIMT kernels (f32 otherwise runs GEMMs and pivot attention as split tf32 on sm_80+).
 for run in f32 bf16 f16 tf32 f32-simt; do
     vars=

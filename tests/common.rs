@@ -6,8 +6,13 @@ use safetensors::tensor::{serialize, Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// `tests/fixtures`, or `$RGNN_FIXTURES_DIR` (a test binary run from another checkout, e.g. one
+/// built here and run on a GPU machine).
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    match std::env::var_os("RGNN_FIXTURES_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+    }
 }
 
 /// A fixture case's model and graph.

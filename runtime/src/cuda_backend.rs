@@ -13,7 +13,8 @@
 //! CUDA events around the replay.
 //!
 //! Status: type-checked and tested for the missing-driver path on machines without a GPU; its
-//! differential tests and benchmarks run where a CUDA GPU is present.
+//! differential tests (`tests/cuda.rs`) and benchmarks (`benches/gpu.sh`) run where a CUDA GPU
+//! is present.
 
 use crate::arrays::{decode, ArrayLayout};
 use crate::backend::{check_finite, compile_kernels, graph_index, median, Backend, Executable, KernelTime, KernelWork};
@@ -388,11 +389,20 @@ fn check_u32_elements(plan: &KernelProgram, dispatches: &[rgnn_kernels::gpu::Dis
 /// The CUDA backend on device 0.
 pub struct CudaBackend {
     gpu: Arc<CudaGpu>,
+    /// GEMMs and pivot attention on tensor cores (sm_80+); `None`: unless
+    /// `RGNN_CUDA_TENSOR_CORES=0`.
+    tensor_cores: Option<bool>,
 }
 
 impl CudaBackend {
     pub fn new() -> Result<Self> {
-        Ok(CudaBackend { gpu: context()? })
+        Ok(CudaBackend { gpu: context()?, tensor_cores: None })
+    }
+
+    /// Choose the tensor-core kernels (on sm_80+) or the SIMT ones, whatever the environment says.
+    pub fn with_tensor_cores(mut self, on: bool) -> Self {
+        self.tensor_cores = Some(on);
+        self
     }
 
     /// The device, its free memory and the driver's and NVRTC's versions.
@@ -452,7 +462,8 @@ impl Backend for CudaBackend {
         crate::interpreter::check_relations(program, &params, &graph)?;
         // mma.sync with bf16 / tf32 operands needs sm_80; older GPUs get the SIMT kernels, as
         // does RGNN_CUDA_TENSOR_CORES=0 (to compare the two on one device).
-        let tensor_cores = gpu.arch.0 >= 8 && std::env::var("RGNN_CUDA_TENSOR_CORES").map_or(true, |v| v != "0");
+        let wanted = self.tensor_cores.unwrap_or_else(|| std::env::var("RGNN_CUDA_TENSOR_CORES").map_or(true, |v| v != "0"));
+        let tensor_cores = gpu.arch.0 >= 8 && wanted;
         let (plan, layout, generated) = generate_cuda(program, &params, &graph, options, tensor_cores)?;
         check_u32_elements(&plan, &generated.dispatches)?;
         let index = graph_index(&graph, &layout);
