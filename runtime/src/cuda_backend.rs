@@ -258,11 +258,12 @@ impl CudaGpu {
             return Ok(f.clone());
         }
         let cached = ptx_cache_dir().map(|d| d.join(format!("{key:016x}.ptx")));
-        // A cached file that does not load (truncated, or written by another driver setup) is
-        // compiled again and replaced.
+        // A cached file that does not load (truncated, corrupt, or written by another driver
+        // setup) is compiled again and replaced.
         let from_cache = cached
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
+            .filter(|text| !text.contains('\0'))
             .and_then(|text| self.load(label, cudarc::nvrtc::Ptx::from_src(text)).ok());
         let f = match from_cache {
             Some(f) => f,
