@@ -57,19 +57,6 @@ if ! cuda_runs; then
     fi
     if ! cuda_runs; then
         tee -a "$LOG" < "$OUT/backends.txt"
-
-# A reference that $PY cannot import skips its phase with a note, instead of failing every case
-# (the official floydnet package is often missing: `pip install --no-deps floydnet==1.1.0`).
-needs() {
-    if has "$1" && ! "$PY" -c "import $2" 2>>"$LOG"; then
-        echo "$PY cannot import $2: the $1 phase is skipped" | tee -a "$LOG"
-        PHASES=$(echo " $PHASES " | sed "s/ $1 / /")
-    fi
-}
-needs fixtures "numpy, safetensors"
-needs pyg "torch, torch_geometric"
-needs floydnet "torch, floydnet"
-needs kernels torch
         echo "the cuda backend cannot run here; nothing measured" | tee -a "$LOG"
         exit 1
     fi
