@@ -162,3 +162,34 @@ pub fn model_bytes_scaled(config: &str, weights: &[(&str, Vec<usize>, f64)], see
         .collect();
     serialize(tensors, Some(HashMap::from([("rgnn.config".to_string(), config.to_string())]))).unwrap()
 }
+
+/// Layers at the benchmarks' widths, and at 512 channels (rows too wide for the usual warps per
+/// block), written by the benchmarks' own generator into `dir`.
+pub fn benchmark_layers(dir: &Path) -> Vec<(String, rgnn::Model, rgnn::Graph)> {
+    use rgnn_benches::synth;
+    let mut layers = vec![];
+    for (channels, heads) in [(64, 1), (128, 8), (512, 8)] {
+        let opts = synth::SynthOptions { features: channels, ..Default::default() };
+        let g = synth::SynthGraph::generate(synth::shape("aifb").unwrap(), &opts);
+        let (graph, hetero) =
+            (dir.join(format!("aifb{channels}.graph.safetensors")), dir.join(format!("aifb{channels}.hetero.safetensors")));
+        g.write_relational(&graph).unwrap();
+        g.write_hetero(&hetero).unwrap();
+        let models = [("rgcn", &graph), ("rgat", &graph), ("hgt", &hetero)];
+        for (family, graph_file) in models {
+            let file = dir.join(format!("aifb{channels}.{family}.safetensors"));
+            match family {
+                "rgcn" => synth::write_rgcn_model(&file, channels, channels, g.num_relations, 0).unwrap(),
+                "rgat" => synth::write_rgat_model(&file, channels, channels, g.num_relations, 0).unwrap(),
+                _ => synth::write_hgt_model(&file, &g, channels, channels, heads, 0).unwrap(),
+            }
+            let name = format!("{family} aifb {channels}x{heads}");
+            layers.push((name, rgnn::Model::load(&file).unwrap(), rgnn::Graph::load(graph_file).unwrap()));
+        }
+    }
+    let (model, graph) = (dir.join("floydnet.model.safetensors"), dir.join("floydnet.graph.safetensors"));
+    synth::write_floydnet_model(&model, 128, 8, 1, 0).unwrap();
+    synth::write_pair_graph(&graph, 1, 40, 128, 0).unwrap();
+    layers.push(("floydnet C128 H8".into(), rgnn::Model::load(&model).unwrap(), rgnn::Graph::load(&graph).unwrap()));
+    layers
+}

@@ -160,31 +160,9 @@ fn benchmark_layers_match_cpu() {
     if !gpu() {
         return;
     }
-    use rgnn_benches::synth;
     let dir = std::env::temp_dir().join(format!("rgnn-cuda-layers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut layers = vec![];
-    for (channels, heads) in [(64, 1), (128, 8), (512, 8)] {
-        let opts = synth::SynthOptions { features: channels, ..Default::default() };
-        let g = synth::SynthGraph::generate(synth::shape("aifb").unwrap(), &opts);
-        let (graph, hetero) =
-            (dir.join(format!("aifb{channels}.graph.safetensors")), dir.join(format!("aifb{channels}.hetero.safetensors")));
-        g.write_relational(&graph).unwrap();
-        g.write_hetero(&hetero).unwrap();
-        for (family, graph_file) in [("rgcn", &graph), ("rgat", &graph), ("hgt", &hetero)] {
-            let file = dir.join(format!("aifb{channels}.{family}.safetensors"));
-            match family {
-                "rgcn" => synth::write_rgcn_model(&file, channels, channels, g.num_relations, 0).unwrap(),
-                "rgat" => synth::write_rgat_model(&file, channels, channels, g.num_relations, 0).unwrap(),
-                _ => synth::write_hgt_model(&file, &g, channels, channels, heads, 0).unwrap(),
-            }
-            layers.push((format!("{family} aifb {channels}x{heads}"), Model::load(&file).unwrap(), Graph::load(graph_file).unwrap()));
-        }
-    }
-    let (model, graph) = (dir.join("floydnet.model.safetensors"), dir.join("floydnet.graph.safetensors"));
-    synth::write_floydnet_model(&model, 128, 8, 1, 0).unwrap();
-    synth::write_pair_graph(&graph, 1, 40, 128, 0).unwrap();
-    layers.push(("floydnet C128 H8 N40".into(), Model::load(&model).unwrap(), Graph::load(&graph).unwrap()));
+    let layers = benchmark_layers(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let bf16 = runs()[3];
     let failures: Vec<String> = [f32_run(), bf16].into_iter().flat_map(|run| check_all(&layers, run)).collect();
