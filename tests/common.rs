@@ -193,3 +193,19 @@ pub fn benchmark_layers(dir: &Path) -> Vec<(String, rgnn::Model, rgnn::Graph)> {
     layers.push(("floydnet C128 H8".into(), rgnn::Model::load(&model).unwrap(), rgnn::Graph::load(&graph).unwrap()));
     layers
 }
+
+/// Worst relative error of a GPU backend's outputs (`backend`: its name for messages) against
+/// the CPU backend's; differing output names or shapes are an error.
+pub fn worst_rel_err(backend: &str, cpu: &[(String, rgnn::Tensor)], gpu: &[(String, rgnn::Tensor)]) -> Result<f64, String> {
+    if cpu.len() != gpu.len() {
+        return Err(format!("{} outputs on {backend}, {} on cpu", gpu.len(), cpu.len()));
+    }
+    let mut worst = 0f64;
+    for ((cn, c), (gn, g)) in cpu.iter().zip(gpu) {
+        if cn != gn || c.shape != g.shape {
+            return Err(format!("{backend} gave `{gn}` {:?}, cpu `{cn}` {:?}", g.shape, c.shape));
+        }
+        worst = worst.max(rel_err(&g.data, &c.data));
+    }
+    Ok(worst)
+}

@@ -71,17 +71,7 @@ fn compare(model: &Model, graph: &Graph, run: Run) -> Result<f64, String> {
     let cpu =
         Session::with_options(model, graph, BackendKind::Cpu, cpu_options).map_err(|e| e.to_string())?.run().map_err(|e| e.to_string())?;
     let gpu = cuda_session(model, graph, run)?.run().map_err(|e| e.to_string())?;
-    if cpu.tensors.len() != gpu.tensors.len() {
-        return Err(format!("{} outputs on cuda, {} on cpu", gpu.tensors.len(), cpu.tensors.len()));
-    }
-    let mut worst = 0f64;
-    for ((cn, c), (gn, g)) in cpu.tensors.iter().zip(&gpu.tensors) {
-        if cn != gn || c.shape != g.shape {
-            return Err(format!("cuda gave `{gn}` {:?}, cpu `{cn}` {:?}", g.shape, c.shape));
-        }
-        worst = worst.max(rel_err(&g.data, &c.data));
-    }
-    Ok(worst)
+    worst_rel_err("cuda", &cpu.tensors, &gpu.tensors)
 }
 
 fn check_all(cases: &[(String, Model, Graph)], run: Run) -> Vec<String> {

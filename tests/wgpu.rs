@@ -48,17 +48,7 @@ fn outputs(model: &Model, graph: &Graph, backend: BackendKind, options: CompileO
 fn compare(model: &Model, graph: &Graph, options: CompileOptions) -> Result<f64, String> {
     let cpu = outputs(model, graph, BackendKind::Cpu, CompileOptions { storage: DType::F32, ..options })?;
     let gpu = outputs(model, graph, BackendKind::Wgpu, options)?;
-    if cpu.len() != gpu.len() {
-        return Err(format!("{} outputs on wgpu, {} on cpu", gpu.len(), cpu.len()));
-    }
-    let mut worst = 0f64;
-    for ((cn, c), (gn, g)) in cpu.iter().zip(&gpu) {
-        if cn != gn || c.shape != g.shape {
-            return Err(format!("wgpu gave `{gn}` {:?}, cpu `{cn}` {:?}", g.shape, c.shape));
-        }
-        worst = worst.max(rel_err(&g.data, &c.data));
-    }
-    Ok(worst)
+    worst_rel_err("wgpu", &cpu, &gpu)
 }
 
 fn check_all(cases: &[String], options: CompileOptions, tolerance: f64) {
