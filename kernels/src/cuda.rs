@@ -342,72 +342,94 @@ RG_FN void rg_mma_tf32x3(float* d, const unsigned* a, const unsigned* b) {
 }
 "#;
 
-/// A dispatch's kernel as a host C++ translation unit (for testing the generated code on
-/// machines without a GPU): the kernel compiled as plain C++ with `RGNN_HOST_EMULATION`, and
-/// `extern "C" int rgnn_host_launch(gx, gy, gz, bx, by, void** args)`, which runs the grid block
-/// by block, each block's threads as host threads meeting at `__syncthreads` (or one after
-/// another when the kernel has no barrier). `args[i]` is the address of binding `i`.
-pub fn host_emulation_source(d: &Dispatch) -> String {
-    let casts: Vec<String> = d
-        .bindings
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let ty = match b.elem {
-                Elem::F32 => "float",
-                Elem::F16 | Elem::BF16 => "unsigned short",
-                Elem::U32 => "unsigned",
-            };
-            let constness = if b.writable { "" } else { "const " };
-            format!("({constness}{ty}*)a[{i}]")
-        })
-        .collect();
-    // Threads run concurrently only where the kernel itself meets at barriers or shuffles.
-    let kernel = d.source.split_once("void __launch_bounds__").map_or(d.source.as_str(), |(_, k)| k);
-    let barrier = ["__syncthreads", "rg_shfl_", "rg_mma_", "rg_syncwarp"].iter().any(|s| kernel.contains(s));
-    format!(
-        r#"#define RGNN_HOST_EMULATION 1
-{source}
+/// The host side of the CUDA host emulation (tests without a GPU), appended to a kernel's
+/// source compiled as plain C++ with `RGNN_HOST_EMULATION`:
+/// `extern "C" int rgnn_host_launch(gx, gy, gz, bx, by, void** params)` runs the grid block by
+/// block, each block's threads as host threads meeting at `__syncthreads` and warp shuffles.
+/// `params` is what `cuLaunchKernel` takes: `params[i]` points at parameter `i`'s value (a
+/// 64-bit device address); the parameter types come from the kernel's own signature.
+/// `RG_HOST_CONCURRENT 0` (set where the kernel has no barrier) runs a block's threads one
+/// after another instead, much faster; left undefined, threads always run concurrently.
+pub const HOST_LAUNCHER: &str = r#"
 #include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <utility>
+#ifndef RG_HOST_CONCURRENT
+#define RG_HOST_CONCURRENT 1
+#endif
 thread_local unsigned rg_host_tid[2], rg_host_ctaid[3], rg_host_ntid;
 static pthread_barrier_t rg_host_barrier, rg_host_warp_barrier[32];
-void rg_host_sync() {{ pthread_barrier_wait(&rg_host_barrier); }}
-void rg_host_warp_sync() {{ pthread_barrier_wait(&rg_host_warp_barrier[(rg_host_tid[1] * rg_host_ntid + rg_host_tid[0]) >> 5]); }}
-static void rg_host_call(void** a) {{ {ENTRY}({args}); }}
-struct RgHostThread {{ unsigned tid[2], ctaid[3], ntid; void** args; }};
-static void rg_host_enter(RgHostThread* t) {{
-    rg_host_tid[0] = t->tid[0]; rg_host_tid[1] = t->tid[1];
-    rg_host_ctaid[0] = t->ctaid[0]; rg_host_ctaid[1] = t->ctaid[1]; rg_host_ctaid[2] = t->ctaid[2];
-    rg_host_ntid = t->ntid;
-    rg_host_call(t->args);
-}}
-static void* rg_host_thread(void* p) {{ rg_host_enter((RgHostThread*)p); return 0; }}
-extern "C" int rgnn_host_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, void** args) {{
+void rg_host_sync() { pthread_barrier_wait(&rg_host_barrier); }
+void rg_host_warp_sync() { pthread_barrier_wait(&rg_host_warp_barrier[(rg_host_tid[1] * rg_host_ntid + rg_host_tid[0]) >> 5]); }
+template <typename... P, size_t... I>
+static void rg_host_apply(void (*kernel)(P...), void** params, std::index_sequence<I...>) {
+    kernel(((P)(uintptr_t)*(const uint64_t*)params[I])...);
+}
+template <typename... P>
+static void rg_host_apply(void (*kernel)(P...), void** params) { rg_host_apply(kernel, params, std::index_sequence_for<P...>{}); }
+template <typename... P>
+static constexpr unsigned rg_host_param_count(void (*)(P...)) { return sizeof...(P); }
+// One grid: a block's `n` threads are host threads that run every block in turn, meeting at
+// a barrier after each (a block's `__shared__` arrays are the translation unit's statics).
+struct RgHostGrid { unsigned size[3], bx, n; void** params; };
+static pthread_barrier_t rg_host_block_barrier;
+static void rg_host_run(unsigned i, unsigned x, unsigned y, unsigned z, const RgHostGrid* g) {
+    rg_host_tid[0] = i % g->bx; rg_host_tid[1] = i / g->bx;
+    rg_host_ctaid[0] = x; rg_host_ctaid[1] = y; rg_host_ctaid[2] = z;
+    rg_host_ntid = g->bx;
+    rg_host_apply(rgnn_kernel, g->params);
+}
+struct RgHostWorker { unsigned i; const RgHostGrid* grid; };
+static void* rg_host_worker(void* p) {
+    const RgHostWorker* w = (const RgHostWorker*)p;
+    const RgHostGrid* g = w->grid;
+    for (unsigned z = 0; z < g->size[2]; z++) for (unsigned y = 0; y < g->size[1]; y++) for (unsigned x = 0; x < g->size[0]; x++) {
+        rg_host_run(w->i, x, y, z, g);
+        pthread_barrier_wait(&rg_host_block_barrier);
+    }
+    return 0;
+}
+extern "C" int rgnn_host_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, void** params) {
     const unsigned n = bx * by;
-    RgHostThread* threads = new RgHostThread[n];
+    if (n == 0 || n > 1024) return 1;
+    const RgHostGrid grid = {{gx, gy, gz}, bx, n, params};
+    if (!RG_HOST_CONCURRENT) {
+        for (unsigned z = 0; z < gz; z++) for (unsigned y = 0; y < gy; y++) for (unsigned x = 0; x < gx; x++)
+            for (unsigned i = 0; i < n; i++) rg_host_run(i, x, y, z, &grid);
+        return 0;
+    }
+    pthread_barrier_init(&rg_host_barrier, 0, n);
+    pthread_barrier_init(&rg_host_block_barrier, 0, n);
+    for (unsigned w = 0; w * 32 < n; w++) pthread_barrier_init(&rg_host_warp_barrier[w], 0, n - w * 32 < 32 ? n - w * 32 : 32);
+    RgHostWorker* workers = new RgHostWorker[n];
     pthread_t* handles = new pthread_t[n];
-    int status = 0;
-    for (unsigned z = 0; z < gz; z++) for (unsigned y = 0; y < gy; y++) for (unsigned x = 0; x < gx; x++) {{
-        for (unsigned i = 0; i < n; i++) threads[i] = RgHostThread{{{{i % bx, i / bx}}, {{x, y, z}}, bx, args}};
-        if (!{barrier}) {{
-            for (unsigned i = 0; i < n; i++) rg_host_enter(&threads[i]);
-            continue;
-        }}
-        pthread_barrier_init(&rg_host_barrier, 0, n);
-        for (unsigned w = 0; w * 32 < n; w++) pthread_barrier_init(&rg_host_warp_barrier[w], 0, n - w * 32 < 32 ? n - w * 32 : 32);
-        for (unsigned i = 0; i < n; i++) if (pthread_create(&handles[i], 0, rg_host_thread, &threads[i]) != 0) status = 1;
-        for (unsigned i = 0; i < n; i++) pthread_join(handles[i], 0);
-        pthread_barrier_destroy(&rg_host_barrier);
-        for (unsigned w = 0; w * 32 < n; w++) pthread_barrier_destroy(&rg_host_warp_barrier[w]);
-    }}
-    delete[] threads;
+    unsigned started = 0;
+    for (; started < n; started++) {
+        workers[started] = RgHostWorker{started, &grid};
+        if (pthread_create(&handles[started], 0, rg_host_worker, &workers[started]) != 0) break;
+    }
+    // A thread that could not start would leave the others waiting at barriers forever.
+    if (started < n) { fprintf(stderr, "rgnn host emulation: could not start %u threads\n", n); abort(); }
+    for (unsigned i = 0; i < n; i++) pthread_join(handles[i], 0);
+    pthread_barrier_destroy(&rg_host_barrier);
+    pthread_barrier_destroy(&rg_host_block_barrier);
+    for (unsigned w = 0; w * 32 < n; w++) pthread_barrier_destroy(&rg_host_warp_barrier[w]);
+    delete[] workers;
     delete[] handles;
-    return status;
-}}
-"#,
-        source = d.source,
-        args = casts.join(", "),
-    )
+    return 0;
+}
+"#;
+
+/// A dispatch's kernel as a host C++ translation unit (for testing the generated code on
+/// machines without a GPU): the kernel compiled as plain C++ with `RGNN_HOST_EMULATION`, then
+/// [`HOST_LAUNCHER`]. Threads run concurrently only where the kernel itself meets at barriers
+/// or shuffles.
+pub fn host_emulation_source(d: &Dispatch) -> String {
+    let kernel = d.source.split_once("void __launch_bounds__").map_or(d.source.as_str(), |(_, k)| k);
+    let barrier = ["__syncthreads", "rg_shfl_", "rg_mma_", "rg_syncwarp"].iter().any(|s| kernel.contains(s));
+    format!("#define RGNN_HOST_EMULATION 1\n#define RG_HOST_CONCURRENT {}\n{}\n{HOST_LAUNCHER}", barrier as u8, d.source)
 }
 
 struct CudaFinish;
