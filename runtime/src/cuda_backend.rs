@@ -42,10 +42,9 @@ fn device_error(what: &str, e: impl std::fmt::Display) -> RuntimeError {
     }
 }
 
-/// The process's CUDA device 0, its stream, and the kernels loaded on it.
+/// The process's CUDA device 0 and the kernels loaded on it.
 pub struct CudaGpu {
     ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
     name: String,
     /// Compute capability (major, minor).
     arch: (i32, i32),
@@ -88,12 +87,9 @@ fn open() -> std::result::Result<CudaGpu, String> {
     let ctx = CudaContext::new(0).map_err(|e| format!("no usable CUDA device: {e}"))?;
     let name = ctx.name().map_err(|e| e.to_string())?;
     let arch = ctx.compute_capability().map_err(|e| e.to_string())?;
-    // A stream of our own: the forward pass is captured as a CUDA graph, and capture is refused
-    // on the legacy default stream (handle 0, what `default_stream()` gives).
-    let stream = ctx.new_stream().map_err(|e| format!("creating a CUDA stream: {e}"))?;
     let driver_version = driver_cuda_version().unwrap_or_else(|| "?".into());
     let nvrtc_version = nvrtc_version().unwrap_or_else(|| "?".into());
-    Ok(CudaGpu { ctx, stream, name, arch, driver_version, nvrtc_version, functions: Mutex::new(HashMap::new()) })
+    Ok(CudaGpu { ctx, name, arch, driver_version, nvrtc_version, functions: Mutex::new(HashMap::new()) })
 }
 
 /// The process's CUDA device (opened once).
@@ -275,9 +271,13 @@ impl CudaGpu {
                 let text = ptx.to_src();
                 let f = self.load(label, ptx)?;
                 if let Some(path) = &cached {
-                    // A cache that cannot be written only costs a recompile next time.
+                    // A cache that cannot be written only costs a recompile next time. Written
+                    // aside and renamed, so another process never reads half a file.
                     let _ = std::fs::create_dir_all(path.parent().expect("cache file has a folder"));
-                    let _ = std::fs::write(path, text);
+                    let partial = path.with_extension(format!("ptx.{}.partial", std::process::id()));
+                    if std::fs::write(&partial, text).is_ok() && std::fs::rename(&partial, path).is_err() {
+                        let _ = std::fs::remove_file(&partial);
+                    }
                 }
                 f
             }
@@ -428,7 +428,10 @@ struct Launch {
 }
 
 struct CompiledCuda {
-    gpu: Arc<CudaGpu>,
+    /// This session's own stream: its forward pass is captured on it, and capture is refused
+    /// on the legacy default stream (what cudarc's `default_stream()` gives) and would take in
+    /// other sessions' work if they shared one.
+    stream: Arc<CudaStream>,
     plan: KernelProgram,
     memory: rgnn_codegen::MemoryPlan,
     storage: DType,
@@ -485,16 +488,18 @@ impl Backend for CudaBackend {
                 ),
             });
         }
-        let stream = &gpu.stream;
+        let stream = gpu.ctx.new_stream().map_err(|e| device_error("creating a CUDA stream", e))?;
         let mut allocations = vec![];
         let mut base = vec![];
         for (what, contents, bytes) in &uploads {
-            let mut slice =
-                stream.alloc_zeros::<u8>((*bytes).max(4)).map_err(|e| device_error(&format!("allocating {bytes} bytes for {what}"), e))?;
+            let mut slice = stream.alloc_zeros::<u8>((*bytes).max(4)).map_err(|e| {
+                let free = gpu.ctx.mem_get_info().map_or(String::new(), |(free, _)| format!(" ({:.1} MiB free)", free as f64 / 1048576.0));
+                device_error(&format!("allocating {bytes} bytes for {what}{free}, {needed} bytes in all for this session"), e)
+            })?;
             if !contents.is_empty() {
                 stream.memcpy_htod(contents, &mut slice).map_err(|e| device_error(&format!("uploading {what}"), e))?;
             }
-            let ptr = slice.device_ptr(stream).0;
+            let ptr = slice.device_ptr(&stream).0;
             base.push(ptr);
             allocations.push(slice);
         }
@@ -512,7 +517,7 @@ impl Backend for CudaBackend {
         }
         let outputs = outputs_at.into_iter().map(|(name, slot, bytes, rows, width)| (name, base[slot], bytes, rows, width)).collect();
         let mut exec = CompiledCuda {
-            gpu: gpu.clone(),
+            stream,
             plan,
             memory,
             storage: options.storage,
@@ -524,6 +529,7 @@ impl Backend for CudaBackend {
             device_bytes: needed,
             last_device_seconds: None,
         };
+        exec.warm_up()?;
         exec.capture()?;
         Ok(Box::new(exec))
     }
@@ -535,7 +541,7 @@ impl CompiledCuda {
     }
 
     fn launch(&self, l: &Launch) -> Result<()> {
-        let mut builder = self.gpu.stream.launch_builder(&l.function);
+        let mut builder = self.stream.launch_builder(&l.function);
         for a in &l.args {
             builder.arg(a);
         }
@@ -545,15 +551,28 @@ impl CompiledCuda {
         Ok(())
     }
 
-    /// Record the forward pass once as a CUDA graph.
+    /// One forward pass launched kernel by kernel before the capture. Drivers before CUDA 12.3
+    /// cannot load a lazily loaded kernel (the default since 12.2) inside a stream capture; this
+    /// loads every kernel first. A launch the device refuses is named here, and a kernel that
+    /// faults fails `prepare`, not the first run.
+    fn warm_up(&self) -> Result<()> {
+        self.enqueue()?;
+        self.stream.synchronize().map_err(|e| device_error("running the forward pass once before capturing it", e))
+    }
+
+    /// Record the forward pass once as a CUDA graph, and upload it so that the first replay
+    /// costs what the others do.
     fn capture(&mut self) -> Result<()> {
-        let stream = &self.gpu.stream;
+        let stream = &self.stream;
         stream
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .map_err(|e| device_error("starting graph capture", e))?;
         let enqueued = self.enqueue();
         let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(|e| device_error("capturing the forward pass", e))?;
         enqueued?;
+        if let Some(g) = &graph {
+            g.upload().map_err(|e| device_error("uploading the captured forward pass", e))?;
+        }
         self.graph = graph.map(ForwardGraph);
         Ok(())
     }
@@ -561,7 +580,7 @@ impl CompiledCuda {
 
 impl Executable for CompiledCuda {
     fn run(&mut self) -> Result<Vec<(String, Tensor)>> {
-        let stream = self.gpu.stream.clone();
+        let stream = self.stream.clone();
         let start = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| device_error("recording an event", e))?;
         match &self.graph {
             Some(g) => g.0.launch().map_err(|e| device_error("replaying the forward pass", e))?,
@@ -574,9 +593,11 @@ impl Executable for CompiledCuda {
         for (name, ptr, bytes, rows, width) in &self.outputs {
             let mut host = vec![0u8; *bytes];
             if *bytes > 0 {
-                // SAFETY: `ptr` addresses a live allocation of `bytes` bytes.
-                unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut host, *ptr) }
+                // SAFETY: `ptr` addresses a live allocation of `bytes` bytes; the copy is on this
+                // session's stream, after the forward pass, and waited for below.
+                unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut host, *ptr, stream.cu_stream()) }
                     .map_err(|e| device_error(&format!("reading `{name}` back"), e))?;
+                stream.synchronize().map_err(|e| device_error(&format!("reading `{name}` back"), e))?;
             }
             let data = decode(&host, self.storage);
             check_finite(name, &data, *width)?;
@@ -600,7 +621,7 @@ impl Executable for CompiledCuda {
     /// before the first launch and after each, so every kernel reads what the kernels before it
     /// wrote, as in a real run.
     fn kernel_seconds(&mut self, reps: usize) -> Result<Option<Vec<KernelTime>>> {
-        let stream = self.gpu.stream.clone();
+        let stream = self.stream.clone();
         let record = || stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| device_error("recording an event", e));
         let mut times = vec![vec![]; self.launches.len()];
         for _ in 0..reps {
@@ -782,16 +803,18 @@ pub mod host_emulation {
         });
         for (di, (d, lib)) in generated.dispatches.iter().zip(libraries).enumerate() {
             let lib = lib?;
-            let mut args: Vec<u64> = d.bindings.iter().map(|b| arrays.address(b.array, di, &base)).collect();
+            let args: Vec<u64> = d.bindings.iter().map(|b| arrays.address(b.array, di, &base)).collect();
+            // As `cuLaunchKernel` takes them: a pointer to each parameter's value.
+            let mut params: Vec<*mut std::ffi::c_void> = args.iter().map(|a| a as *const u64 as *mut std::ffi::c_void).collect();
             // SAFETY: the library was just built from the generated source; its entry point has
             // this signature, and every address points into `memory_words`, sized by the same
             // plan the kernel was generated for.
             unsafe {
                 let library = libloading::Library::new(&lib).map_err(|e| fail(e.to_string()))?;
-                let launch: libloading::Symbol<unsafe extern "C" fn(u32, u32, u32, u32, u32, *mut u64) -> i32> =
+                let launch: libloading::Symbol<unsafe extern "C" fn(u32, u32, u32, u32, u32, *mut *mut std::ffi::c_void) -> i32> =
                     library.get(b"rgnn_host_launch").map_err(|e| fail(e.to_string()))?;
                 let [gx, gy, gz] = d.workgroups;
-                if launch(gx, gy, gz, d.threads[0], d.threads[1], args.as_mut_ptr()) != 0 {
+                if launch(gx, gy, gz, d.threads[0], d.threads[1], params.as_mut_ptr()) != 0 {
                     return Err(fail(format!("`{}`: could not start its threads", d.label)));
                 }
             }
