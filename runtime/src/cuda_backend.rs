@@ -12,9 +12,13 @@
 //! whole forward pass is captured once as a CUDA graph and replayed; each run is timed with
 //! CUDA events around the replay.
 //!
-//! Status: type-checked and tested for the missing-driver path on machines without a GPU; its
-//! differential tests (`tests/cuda.rs`) and benchmarks (`benches/gpu.sh`) run where a CUDA GPU
-//! is present.
+//! Each session has its own stream, so sessions on different threads neither share nor break
+//! each other's captures.
+//!
+//! Tested without a GPU through a host stand-in for the driver and NVRTC that runs the generated
+//! CUDA C on the CPU (`tests/cuda_host_driver.rs`: everything here but the PTX and the
+//! hardware); its differential tests on a device (`tests/cuda.rs`) and benchmarks
+//! (`benches/gpu.sh`) run where a CUDA GPU is present.
 
 use crate::arrays::{decode, ArrayLayout};
 use crate::backend::{check_finite, compile_kernels, graph_index, median, Backend, Executable, KernelTime, KernelWork};

@@ -4,7 +4,8 @@
 // It implements the subset of the two APIs that cudarc calls for rgnn, with the rules of the
 // real ones that rgnn's use of them depends on, and refuses anything else loudly:
 // - "device memory" is host memory; every copy, memset and kernel argument is checked against
-//   the live allocations, and a budget (RGNN_HOST_CUDA_MEMORY bytes, default 1 GiB) makes
+//   the live allocations, a kernel writing past an allocation's end is caught by a guard band
+//   after it, and a budget (RGNN_HOST_CUDA_MEMORY bytes, default 1 GiB) makes
 //   allocations fail with CUDA_ERROR_OUT_OF_MEMORY;
 // - stream capture is refused on the legacy stream and during another capture; work on a
 //   capturing stream is recorded (kernels only: anything else is refused), synchronising with
@@ -39,6 +40,7 @@ enum {
     CUDA_ERROR_NOT_FOUND = 500,
     CUDA_ERROR_NOT_READY = 600,
     CUDA_ERROR_LAUNCH_FAILED = 719,
+    CUDA_ERROR_ILLEGAL_ADDRESS = 700,
     CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701,
     CUDA_ERROR_NOT_SUPPORTED = 801,
     CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900,
@@ -63,6 +65,9 @@ static CUresult complain(CUresult code, const char* fmt, ...) {
 }
 
 // ---- memory ----
+// Every allocation is followed by a guard band; a kernel that writes past an allocation's end
+// is reported after its launch (CUDA_ERROR_ILLEGAL_ADDRESS).
+enum { GUARD = 256, GUARD_BYTE = 0xCD };
 typedef struct { char* base; size_t bytes; } Allocation;
 static Allocation* allocations;
 static size_t n_allocations, cap_allocations, used_bytes;
@@ -89,12 +94,13 @@ static CUresult mem_alloc(CUdeviceptr* out, size_t bytes) {
     if (used_bytes + bytes > budget()) {
         r = CUDA_ERROR_OUT_OF_MEMORY;
     } else {
-        char* p = aligned_alloc(256, (bytes + 255) / 256 * 256);
+        char* p = aligned_alloc(256, (bytes + GUARD + 255) / 256 * 256);
         if (!p) {
             r = CUDA_ERROR_OUT_OF_MEMORY;
         } else {
             // Device memory starts with whatever was there: here all ones, a NaN in every float type.
             memset(p, 0xFF, bytes);
+            memset(p + bytes, GUARD_BYTE, GUARD);
             if (n_allocations == cap_allocations) {
                 cap_allocations = cap_allocations ? 2 * cap_allocations : 64;
                 allocations = realloc(allocations, cap_allocations * sizeof(Allocation));
@@ -200,11 +206,25 @@ static CUresult refuse_if_capturing(void* s, const char* what) {
     return CUDA_SUCCESS;
 }
 
+static CUresult check_guards(void) {
+    CUresult r = CUDA_SUCCESS;
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < n_allocations && !r; i++)
+        for (size_t b = 0; b < GUARD; b++)
+            if ((unsigned char)allocations[i].base[allocations[i].bytes + b] != GUARD_BYTE) {
+                r = complain(CUDA_ERROR_ILLEGAL_ADDRESS, "a kernel wrote %zu bytes past the end of the %zu-byte allocation %p", b,
+                             allocations[i].bytes, (void*)allocations[i].base);
+                break;
+            }
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
 static CUresult run_kernel(const KernelNode* k) {
     void* params[64];
     for (unsigned i = 0; i < k->n_params; i++) params[i] = (void*)&k->params[i];
     int status = k->function->module->launch(k->grid[0], k->grid[1], k->grid[2], k->block[0], k->block[1], params);
-    return status == 0 ? CUDA_SUCCESS : complain(CUDA_ERROR_LAUNCH_FAILED, "a kernel's threads could not be started");
+    return status == 0 ? check_guards() : complain(CUDA_ERROR_LAUNCH_FAILED, "a kernel's threads could not be started");
 }
 
 // ---- the driver API ----
@@ -497,6 +517,7 @@ static const char* error_name(CUresult r) {
     case CUDA_ERROR_NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
     case CUDA_ERROR_NOT_READY: return "CUDA_ERROR_NOT_READY";
     case CUDA_ERROR_LAUNCH_FAILED: return "CUDA_ERROR_LAUNCH_FAILED";
+    case CUDA_ERROR_ILLEGAL_ADDRESS: return "CUDA_ERROR_ILLEGAL_ADDRESS";
     case CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: return "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES";
     case CUDA_ERROR_NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
     case CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED: return "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED";
