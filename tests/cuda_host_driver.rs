@@ -132,8 +132,10 @@ fn tensor_core_kernels_run_through_the_cuda_backend() {
     let on = [("RGNN_CUDA_TENSOR_CORES", "1")];
     let e = run_case(s, "rgcn_mean", &on, &[]);
     assert!(e <= 1e-5, "split tf32: relative error {e:.2e}");
-    let e = run_case(s, "rgcn_mean", &on, &["--dtype", "bf16"]);
-    assert!(e <= 1e-2, "bf16: relative error {e:.2e}");
+    for extra in [&["--dtype", "bf16"][..], &["--dtype", "f16"], &["--tf32"]] {
+        let e = run_case(s, "rgcn_mean", &on, extra);
+        assert!(e <= 1e-2, "{extra:?}: relative error {e:.2e}");
+    }
 }
 
 #[test]
