@@ -11,7 +11,9 @@
 # (tests/cuda.rs built, run in the fixtures phase where given), PY (python3 with
 # torch, torch_geometric 2.8 and floydnet), OUT (target/bench-gpu), PHASES ("fixtures pyg
 # floydnet"; "kernels" on request), SHAPES (Hector's eight), FLOYD_N (256 512 1024), REPS (10), SETTINGS ("64:1 128:8":
-# channels:heads), DTYPES (rgnn's storage types against each reference run: "f32 tf32 bf16").
+# channels:heads), DTYPES (rgnn's storage types against each reference run: "f32 tf32 bf16"),
+# SCALE (1: full-size shapes; less for a quick run) and REF_DEVICE (cuda: where PyG and the
+# official FloydNet run; cpu to try the script where torch has no GPU).
 # Writes $OUT/backends.txt (`rgnn backends`: device, driver, NVRTC), $OUT/cuda-tests.txt,
 # $OUT/fixtures-*.txt, $OUT/ptxas.txt (registers / spills per kernel), $OUT/pyg.jsonl,
 # $OUT/floydnet.jsonl, $OUT/table.md, $OUT/log.txt, $OUT/device-peaks.json, $OUT/pivot-blocks.txt, $OUT/kernels.txt and
@@ -32,6 +34,9 @@ REPS=${REPS:-10}
 SETTINGS=${SETTINGS:-"64:1 128:8"}
 PHASES=${PHASES:-"fixtures pyg floydnet"}
 DTYPES=${DTYPES:-"f32 tf32 bf16"}
+SCALE=${SCALE:-1}
+REF_DEVICE=${REF_DEVICE:-cuda}
+scale_flags=; [ "$SCALE" != 1 ] && scale_flags="--scale $SCALE"
 dtypes=$(echo $DTYPES | tr ' ' ,)
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
@@ -96,7 +101,8 @@ for run in f32 bf16 f16 tf32 f32-simt; do
     tail -1 "$OUT/fixtures-$run.txt" | tee -a "$LOG"
 done
 # Registers and spills of every kernel of a FloydNet block and an RGAT layer, per storage type.
-arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+# The architecture the cuda backend compiles for, as `rgnn backends` reported it (sm_90 on an H100).
+arch=$(grep -o "(sm_[0-9]*)" "$OUT/backends.txt" | head -1 | tr -d '()sm_')
 "$SYNTH" --floydnet 64 --channels 128 --heads 8 --batch 1 --out "$OUT/data-ptxas" >>"$LOG" 2>&1
 "$SYNTH" --shape aifb --features 128 --out-channels 128 --heads 8 --out "$OUT/data-ptxas" >>"$LOG" 2>&1
 : > "$OUT/ptxas.txt"
@@ -123,7 +129,7 @@ each_model() {
         ch=${setting%%:*}; heads=${setting##*:}
         data="$OUT/data-$ch-h$heads"
         for s in $SHAPES; do
-            "$SYNTH" --shape "$s" --features "$ch" --out-channels "$ch" --heads "$heads" --out "$data" >>"$LOG" 2>&1
+            "$SYNTH" --shape "$s" $scale_flags --features "$ch" --out-channels "$ch" --heads "$heads" --out "$data" >>"$LOG" 2>&1
             for m in rgcn rgat hgt; do
                 model="$data/$s.$m.model.safetensors"
                 g="$data/$s.graph.safetensors"
@@ -135,18 +141,18 @@ each_model() {
 }
 
 compare_pyg() {
-    "$PY" -W ignore benches/compare_pyg.py --device cuda --backend cuda --rgnn "$RGNN" --reps "$REPS" \
+    "$PY" -W ignore benches/compare_pyg.py --device "$REF_DEVICE" --backend cuda --rgnn "$RGNN" --reps "$REPS" \
         --model "$model" --graph "$g" --shape "$s ${ch}x$heads" \
         --dtypes "$dtypes" --results "$OUT/pyg.jsonl" 2>>"$LOG" | tail -n +3 | tee -a "$LOG"
 }
 
-has pyg && echo "== PyG on cuda vs rgnn cuda ($DTYPES)" | tee -a "$LOG"
+has pyg && echo "== PyG on $REF_DEVICE vs rgnn cuda ($DTYPES)" | tee -a "$LOG"
 has pyg && each_model compare_pyg
 
-has floydnet && echo "== FloydNet (C=128, H=8) on cuda vs rgnn cuda ($DTYPES)" | tee -a "$LOG"
+has floydnet && echo "== FloydNet (C=128, H=8) on $REF_DEVICE vs rgnn cuda ($DTYPES)" | tee -a "$LOG"
 has floydnet && for n in $FLOYD_N; do
     "$SYNTH" --floydnet "$n" --channels 128 --heads 8 --batch 1 --out "$OUT/data-floyd" >>"$LOG" 2>&1
-    "$PY" -W ignore benches/compare_floydnet.py --device cuda --backend cuda --rgnn "$RGNN" --reps 3 \
+    "$PY" -W ignore benches/compare_floydnet.py --device "$REF_DEVICE" --backend cuda --rgnn "$RGNN" --reps 3 \
         --model "$OUT/data-floyd/floydnet_n$n.model.safetensors" --graph "$OUT/data-floyd/floydnet_n$n.graph.safetensors" \
         --dtypes "$dtypes" --results "$OUT/floydnet.jsonl" 2>>"$LOG" | tail -n +3 | tee -a "$LOG"
 done
@@ -165,16 +171,18 @@ kernel_times() {
 }
 each_model kernel_times
 # Tensor-core pivot attention held to one or two blocks per SM (RGNN_CUDA_PIVOT_BLOCKS; two caps
-# it at 128 registers): FloydNet C=128, H=8, N=512, whole pass and per kernel, in pivot-blocks.txt.
-"$SYNTH" --floydnet 512 --channels 128 --heads 8 --batch 1 --out "$OUT/data-floyd" >>"$LOG" 2>&1
+# it at 128 registers): FloydNet C=128, H=8, N=PIVOT_N (512), whole pass and per kernel, in
+# pivot-blocks.txt.
+PIVOT_N=${PIVOT_N:-512}
+"$SYNTH" --floydnet "$PIVOT_N" --channels 128 --heads 8 --batch 1 --out "$OUT/data-floyd" >>"$LOG" 2>&1
 for dtype in bf16 f16 f32; do
     for blocks in 1 2; do
-        echo "== floydnet_n512 $dtype RGNN_CUDA_PIVOT_BLOCKS=$blocks" >> "$OUT/pivot-blocks.txt"
+        echo "== floydnet_n$PIVOT_N $dtype RGNN_CUDA_PIVOT_BLOCKS=$blocks" >> "$OUT/pivot-blocks.txt"
         RGNN_CUDA_PIVOT_BLOCKS=$blocks "$RGNN" bench --backend cuda --reps "$REPS" --kernels --dtype "$dtype" \
-            --model "$OUT/data-floyd/floydnet_n512.model.safetensors" --graph "$OUT/data-floyd/floydnet_n512.graph.safetensors" \
+            --model "$OUT/data-floyd/floydnet_n$PIVOT_N.model.safetensors" --graph "$OUT/data-floyd/floydnet_n$PIVOT_N.graph.safetensors" \
             > "$OUT/pivot-last.txt" 2>&1
         cat "$OUT/pivot-last.txt" >> "$OUT/pivot-blocks.txt"
-        echo "floydnet n512 $dtype, pivot blocks/SM $blocks: $(head -1 "$OUT/pivot-last.txt")" | tee -a "$LOG"
+        echo "floydnet n$PIVOT_N $dtype, pivot blocks/SM $blocks: $(head -1 "$OUT/pivot-last.txt")" | tee -a "$LOG"
     done
 done
 "$PY" benches/kernel_rates.py "$OUT/kernels.jsonl" "$OUT/device-peaks.json" > "$OUT/kernel-rates.md" 2>>"$LOG"
