@@ -22,6 +22,11 @@
 # targets, by benches/kernel_rates.py) and nvidia-smi's report ($OUT/gpu.txt) for
 # docs/BENCHMARKS.md. Results append, so the phases (or
 # SHAPES / SETTINGS subsets) can run as separate calls into one OUT.
+#
+# Without a GPU, the script itself can be tried on the host stand-in for the CUDA driver (slow;
+# checks the plumbing, measures nothing; the kernels phase's device peaks need torch on CUDA):
+#   eval "$(tools/host_cuda.sh target/host-cuda)"
+#   REF_DEVICE=cpu SHAPES=aifb SCALE=0.05 SETTINGS=64:1 FLOYD_N=16 PIVOT_N=16 REPS=2 benches/gpu.sh
 set -u
 cd "$(dirname "$0")/.."
 RGNN=${RGNN:-target/release/rgnn}
