@@ -7,7 +7,8 @@
 //   the live allocations, a kernel writing past an allocation's end is caught by a guard band
 //   after it, and a budget (RGNN_HOST_CUDA_MEMORY bytes, default 1 GiB) makes
 //   allocations fail with CUDA_ERROR_OUT_OF_MEMORY;
-// - stream capture is refused on the legacy stream and during another capture; work on a
+// - stream capture is refused on the legacy stream and during another capture, as is a kernel's
+//   first launch inside a capture (lazy loading on drivers before CUDA 12.3); work on a
 //   capturing stream is recorded (kernels only: anything else is refused), synchronising with
 //   it invalidates the capture, and a graph replays its kernels in order
 //   (RGNN_HOST_CUDA_CAPTURE_DELAY_MS slows each captured launch, to let races show);
@@ -140,7 +141,9 @@ static CUresult check_range(CUdeviceptr p, size_t bytes, const char* what) {
 // ---- modules and kernels ----
 typedef int (*HostLaunch)(unsigned, unsigned, unsigned, unsigned, unsigned, void**);
 typedef struct { void* library; HostLaunch launch; unsigned params; } Module;
-typedef struct { Module* module; } Function;
+// `loaded`: launched once outside a capture. Like a driver before CUDA 12.3 with lazy loading
+// (the default since 12.2), a kernel's first launch may not be inside a stream capture.
+typedef struct { Module* module; int loaded; } Function;
 
 static char* read_file(const char* path, size_t* len) {
     FILE* f = fopen(path, "rb");
@@ -433,6 +436,10 @@ CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, u
         if (check_range(k.params[i], 1, "kernel parameter")) return complain(CUDA_ERROR_INVALID_VALUE, "parameter %u", i);
     }
     if (!is_legacy(s) && ((Stream*)s)->capturing) {
+        if (!f->loaded) {
+            ((Stream*)s)->invalidated = 1;
+            return complain(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "a kernel's first launch (lazy loading) inside a capture");
+        }
         push_node(&((Stream*)s)->captured, k);
         // RGNN_HOST_CUDA_CAPTURE_DELAY_MS holds each captured launch back, widening the window
         // in which other threads' work could (wrongly) land in the capture.
@@ -441,6 +448,7 @@ CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, u
         return CUDA_SUCCESS;
     }
     if (is_legacy(s) && captures_in_progress) return complain(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "launch on the legacy stream during a capture");
+    f->loaded = 1;
     return run_kernel(&k);
 }
 
