@@ -572,8 +572,10 @@ impl CompiledCuda {
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .map_err(|e| device_error("starting graph capture", e))?;
         let enqueued = self.enqueue();
-        let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(|e| device_error("capturing the forward pass", e))?;
+        let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        // A launch that failed explains more than the capture it invalidated.
         enqueued?;
+        let graph = graph.map_err(|e| device_error("capturing the forward pass", e))?;
         if let Some(g) = &graph {
             g.upload().map_err(|e| device_error("uploading the captured forward pass", e))?;
         }
