@@ -23,6 +23,8 @@ use std::sync::OnceLock;
 struct StandIn {
     /// Holds `libcuda.so` and `libnvrtc.so` (the same library).
     lib: PathBuf,
+    /// The C++ compiler the stand-in builds kernels with.
+    cxx: String,
     launcher: PathBuf,
     root: PathBuf,
 }
@@ -39,7 +41,7 @@ fn stand_in() -> Option<&'static StandIn> {
     static BUILT: OnceLock<Option<StandIn>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let (Some(cc), Some(_)) = (c_compiler(), rgnn::runtime::cuda_backend::host_emulation::compiler()) else {
+            let (Some(cc), Some(cxx)) = (c_compiler(), rgnn::runtime::cuda_backend::host_emulation::compiler()) else {
                 if std::env::var("RGNN_REQUIRE_CLANG").is_ok_and(|v| v == "1") {
                     panic!("RGNN_REQUIRE_CLANG=1 but no C or C++ compiler runs");
                 }
@@ -61,7 +63,7 @@ fn stand_in() -> Option<&'static StandIn> {
             std::fs::copy(lib.join("libcuda.so"), lib.join("libnvrtc.so")).unwrap();
             let launcher = root.join("launcher.cpp");
             std::fs::write(&launcher, rgnn::kernels::cuda::HOST_LAUNCHER).unwrap();
-            Some(StandIn { lib, launcher, root })
+            Some(StandIn { lib, cxx, launcher, root })
         })
         .as_ref()
 }
@@ -76,6 +78,7 @@ fn on_stand_in(s: &StandIn, name: &str, program: &Path) -> Command {
         .env("RGNN_HOST_CUDA_LAUNCHER", &s.launcher)
         .env("RGNN_HOST_CUDA_WORKDIR", &work)
         .env("RGNN_CACHE_DIR", dir.join("cache"))
+        .env("RGNN_HOST_CXX", &s.cxx)
         // The tensor-core kernels' emulated warps make them slow on the host: most runs take the
         // SIMT kernels (the tensor-core code itself is checked by tests/cuda_codegen.rs).
         .env("RGNN_CUDA_TENSOR_CORES", "0");

@@ -19,8 +19,11 @@ cp "$dir/lib/libcuda.so" "$dir/lib/libnvrtc.so"
 # The launcher the host emulation appends to every kernel: HOST_LAUNCHER in kernels/src/cuda.rs.
 sed -n '/^pub const HOST_LAUNCHER: &str = r#"$/,/^"#;$/p' "$root/kernels/src/cuda.rs" | sed '1d;$d' > "$dir/launcher.cpp"
 grep -q rgnn_host_launch "$dir/launcher.cpp" || { echo "tools/host_cuda.sh: HOST_LAUNCHER not found in kernels/src/cuda.rs" >&2; exit 1; }
+# The stand-in compiles each kernel it loads with RGNN_HOST_CXX (default c++).
+cxx=${RGNN_HOST_CXX:-$(for c in c++ g++ clang++; do command -v "$c" >/dev/null && { echo "$c"; break; }; done)}
+[ -n "$cxx" ] || { echo "tools/host_cuda.sh: no C++ compiler (c++, g++ or clang++)" >&2; exit 1; }
 cat <<ENV
 export LD_LIBRARY_PATH="$dir/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export RGNN_HOST_CUDA_LAUNCHER="$dir/launcher.cpp" RGNN_HOST_CUDA_WORKDIR="$dir/modules" RGNN_CACHE_DIR="$dir/cache"
-export RGNN_CUDA_TENSOR_CORES=0
+export RGNN_HOST_CXX="$cxx" RGNN_CUDA_TENSOR_CORES=0
 ENV
