@@ -204,13 +204,13 @@ fn backends_reports_the_device_and_its_versions() {
     assert!(text.contains("rgnn host stand-in (no GPU) (sm_80), 4 SMs, 1.0 of 1.0 GiB free; driver for CUDA 12.8, NVRTC 12.8"), "{text}");
 }
 
-/// Sessions prepared and run at the same time on two threads: each captures its forward pass on
+/// Sessions prepared and run at the same time on three threads: each captures its forward pass on
 /// a stream of its own, so neither capture takes in (or is broken by) the other's uploads and
 /// launches. The stand-in is only loaded at a process's start, so the test runs again in a child.
 #[test]
-fn sessions_on_two_threads_do_not_disturb_each_other() {
+fn sessions_on_three_threads_do_not_disturb_each_other() {
     let Some(s) = stand_in() else { return };
-    let name = "sessions_on_two_threads_do_not_disturb_each_other";
+    let name = "sessions_on_three_threads_do_not_disturb_each_other";
     if std::env::var_os("RGNN_HOST_CUDA_CHILD").is_none() {
         let o = on_stand_in(s, "threads", &std::env::current_exe().unwrap())
             .args(["--exact", name, "--test-threads", "1"])
