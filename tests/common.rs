@@ -49,10 +49,35 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     diff / scale
 }
 
+/// Every tensor of a safetensors file (as floats), by name.
+pub fn read_tensors(path: &Path) -> Vec<(String, rgnn::Tensor)> {
+    let f = TensorFile::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    f.names().into_iter().map(|n| (n.clone(), f.floats(&n).unwrap())).collect()
+}
+
 /// Expected outputs of a case, by tensor name.
 pub fn expected(case: &str) -> Vec<(String, rgnn::Tensor)> {
-    let f = TensorFile::open(fixtures_dir().join(format!("{case}.expected.safetensors"))).unwrap();
-    f.names().into_iter().map(|n| (n.clone(), f.floats(&n).unwrap())).collect()
+    read_tensors(&fixtures_dir().join(format!("{case}.expected.safetensors")))
+}
+
+/// Worst relative error of `got` against the case's expected outputs (the reference
+/// framework's), each found by name; a missing or extra output or a different shape is an error.
+pub fn worst_reference_err(case: &str, got: &[(String, rgnn::Tensor)]) -> Result<f64, String> {
+    let want = expected(case);
+    let got_names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    let want_names: Vec<&str> = want.iter().map(|(n, _)| n.as_str()).collect();
+    if got_names.len() != want_names.len() || !want_names.iter().all(|n| got_names.contains(n)) {
+        return Err(format!("{case}: outputs {got_names:?}, expected {want_names:?}"));
+    }
+    let mut worst = 0f64;
+    for (name, want) in want {
+        let g = &got.iter().find(|(n, _)| *n == name).expect("every expected output is present (checked above)").1;
+        if g.shape != want.shape {
+            return Err(format!("{case} `{name}`: shape {:?}, reference {:?}", g.shape, want.shape));
+        }
+        worst = worst.max(rel_err(&g.data, &want.data));
+    }
+    Ok(worst)
 }
 
 /// A small deterministic generator (64-bit LCG) for test graphs and weights.

@@ -110,14 +110,7 @@ fn run_case(s: &StandIn, case: &str, env: &[(&str, &str)], extra: &[&str]) -> f6
     assert!(o.status.success(), "{case} {extra:?}: {}", String::from_utf8_lossy(&o.stderr));
     let said = String::from_utf8_lossy(&o.stderr);
     assert!(said.contains(&format!("{case} on rgnn host stand-in (no GPU) (sm_80)")), "{said}");
-    let got = rgnn::runtime::io::TensorFile::open(&out).unwrap();
-    let mut worst = 0f64;
-    for (name, want) in expected(case) {
-        let g = got.floats(&name).unwrap_or_else(|e| panic!("{case}: output {name}: {e}"));
-        assert_eq!(g.shape, want.shape, "{case}: {name}");
-        worst = worst.max(rel_err(&g.data, &want.data));
-    }
-    worst
+    worst_reference_err(case, &read_tensors(&out)).unwrap()
 }
 
 #[test]
@@ -231,10 +224,8 @@ fn sessions_on_three_threads_do_not_disturb_each_other() {
                     let mut session = Session::with_backend(&model, &graph, Box::new(backend), CompileOptions::default()).unwrap();
                     for _ in 0..2 {
                         let out = session.run().unwrap_or_else(|e| panic!("{case}: {e}"));
-                        for (name, want) in expected(case) {
-                            let got = &out.tensors.iter().find(|(n, _)| *n == name).expect("every output").1;
-                            assert!(rel_err(&got.data, &want.data) <= 1e-5, "{case} {name}");
-                        }
+                        let err = worst_reference_err(case, &out.tensors).unwrap();
+                        assert!(err <= 1e-5, "{case}: rel err vs reference {err:.2e}");
                     }
                 }
             });

@@ -14,21 +14,7 @@ fn run_case(case: &str) -> Result<f64, String> {
     let graph = Graph::load(dir.join(format!("{case}.graph.safetensors"))).map_err(|e| e.to_string())?;
     let mut session = Session::new(&model, &graph, BackendKind::Cpu).map_err(|e| e.to_string())?;
     let outputs = session.run().map_err(|e| e.to_string())?;
-    let want = expected(case);
-    let got_names: Vec<&str> = outputs.tensors.iter().map(|(n, _)| n.as_str()).collect();
-    let want_names: Vec<&str> = want.iter().map(|(n, _)| n.as_str()).collect();
-    if got_names.len() != want_names.len() || !want_names.iter().all(|n| got_names.contains(n)) {
-        return Err(format!("outputs {got_names:?}, expected {want_names:?}"));
-    }
-    let mut worst = 0f64;
-    for (name, w) in &want {
-        let g = outputs.get(name).unwrap();
-        if g.shape != w.shape {
-            return Err(format!("`{name}` has shape {:?}, expected {:?}", g.shape, w.shape));
-        }
-        worst = worst.max(rel_err(&g.data, &w.data));
-    }
-    Ok(worst)
+    worst_reference_err(case, &outputs.tensors)
 }
 
 #[test]
