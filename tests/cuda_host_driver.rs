@@ -48,21 +48,14 @@ fn stand_in() -> Option<&'static StandIn> {
                 eprintln!("SKIPPED: the host CUDA stand-in needs a C and a C++ compiler");
                 return None;
             };
+            // Built by the script users run for the same purpose, so CI checks it too.
             let root = std::env::temp_dir().join(format!("rgnn-host-cuda-{}", std::process::id()));
-            let lib = root.join("lib");
-            std::fs::create_dir_all(&lib).unwrap();
-            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host_cuda/driver.c");
-            let o = Command::new(&cc)
-                .args(["-std=c11", "-O1", "-shared", "-fPIC", "-o"])
-                .arg(lib.join("libcuda.so"))
-                .arg(&source)
-                .args(["-ldl", "-lpthread"])
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{cc} {}: {}", source.display(), String::from_utf8_lossy(&o.stderr));
-            std::fs::copy(lib.join("libcuda.so"), lib.join("libnvrtc.so")).unwrap();
-            let launcher = root.join("launcher.cpp");
-            std::fs::write(&launcher, rgnn::kernels::cuda::HOST_LAUNCHER).unwrap();
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/host_cuda.sh");
+            let o = Command::new("bash").arg(&script).arg(&root).env("CC", &cc).env("RGNN_HOST_CXX", &cxx).output().unwrap();
+            assert!(o.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&o.stderr));
+            let (lib, launcher) = (root.join("lib"), root.join("launcher.cpp"));
+            let extracted = std::fs::read_to_string(&launcher).unwrap();
+            assert_eq!(extracted.trim(), rgnn::kernels::cuda::HOST_LAUNCHER.trim(), "tools/host_cuda.sh copied HOST_LAUNCHER wrongly");
             Some(StandIn { lib, cxx, launcher, root })
         })
         .as_ref()
