@@ -237,7 +237,6 @@ CUresult cuInit(unsigned flags) {
     return CUDA_SUCCESS;
 }
 CUresult cuDriverGetVersion(int* v) { *v = 12080; return CUDA_SUCCESS; }
-CUresult cuDeviceGetCount(int* n) { *n = 1; return initialised ? CUDA_SUCCESS : CUDA_ERROR_NOT_INITIALIZED; }
 CUresult cuDeviceGet(int* d, int ordinal) {
     if (!initialised) return CUDA_ERROR_NOT_INITIALIZED;
     if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
@@ -306,15 +305,10 @@ CUresult cuStreamWaitEvent(void* s, void* e, unsigned flags) {
     return refuse_if_capturing(s, "cuStreamWaitEvent");
 }
 
-CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
-    if (captures_in_progress) return complain(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "cuMemAlloc during a capture");
-    return mem_alloc(p, bytes);
-}
 CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, void* s) {
     CUresult r = refuse_if_capturing(s, "cuMemAllocAsync");
     return r ? r : mem_alloc(p, bytes);
 }
-CUresult cuMemFree_v2(CUdeviceptr p) { return mem_free(p); }
 CUresult cuMemFreeAsync(CUdeviceptr p, void* s) {
     CUresult r = refuse_if_capturing(s, "cuMemFreeAsync");
     return r ? r : mem_free(p);
@@ -337,8 +331,6 @@ CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void* s) {
     if (!r) memcpy(dst, (const void*)(uintptr_t)src, n);
     return r;
 }
-CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) { return cuMemcpyDtoHAsync_v2(dst, src, n, 0); }
-CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) { return cuMemcpyHtoDAsync_v2(dst, src, n, 0); }
 
 CUresult cuEventCreate(void** e, unsigned flags) {
     Event* ev = calloc(1, sizeof(Event));
@@ -355,9 +347,7 @@ CUresult cuEventRecord(void* e, void* s) {
     ev->ms = now_ms();
     return CUDA_SUCCESS;
 }
-CUresult cuEventRecordWithFlags(void* e, void* s, unsigned flags) { (void)flags; return cuEventRecord(e, s); }
 CUresult cuEventSynchronize(void* e) { (void)e; return CUDA_SUCCESS; }
-CUresult cuEventQuery(void* e) { (void)e; return CUDA_SUCCESS; }
 CUresult cuEventElapsedTime(float* ms, void* start, void* end) {
     Event *a = start, *b = end;
     if ((a->flags | b->flags) & 2) return complain(CUDA_ERROR_INVALID_HANDLE, "elapsed time of an event without timing");
@@ -365,7 +355,6 @@ CUresult cuEventElapsedTime(float* ms, void* start, void* end) {
     *ms = (float)(b->ms - a->ms);
     return CUDA_SUCCESS;
 }
-CUresult cuEventElapsedTime_v2(float* ms, void* start, void* end) { return cuEventElapsedTime(ms, start, end); }
 
 CUresult cuModuleLoadData(void** module, const void* image) {
     const char* text = image;
