@@ -35,8 +35,7 @@ fn run_matches_the_reference(backend: &str) {
             backend,
         ]);
         assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
-        let err = worst_reference_err(case, &read_tensors(&out)).unwrap();
-        assert!(err <= 1e-5, "{case}: rel err vs reference {err:.2e}");
+        assert_eq!(reference_mismatch(case, &read_tensors(&out), 1e-5), None);
     }
 }
 

@@ -80,6 +80,16 @@ pub fn worst_reference_err(case: &str, got: &[(String, rgnn::Tensor)]) -> Result
     Ok(worst)
 }
 
+/// Why `got` misses the case's reference outputs at `tolerance` (see [`worst_reference_err`]),
+/// if it does.
+pub fn reference_mismatch(case: &str, got: &[(String, rgnn::Tensor)], tolerance: f64) -> Option<String> {
+    match worst_reference_err(case, got) {
+        Ok(err) if err <= tolerance => None,
+        Ok(err) => Some(format!("{case}: rel err vs reference {err:.2e} > {tolerance:e}")),
+        Err(e) => Some(e),
+    }
+}
+
 /// A small deterministic generator (64-bit LCG) for test graphs and weights.
 pub struct Lcg(pub u64);
 

@@ -217,8 +217,7 @@ fn sessions_on_three_threads_do_not_disturb_each_other() {
                     let mut session = Session::with_backend(&model, &graph, Box::new(backend), CompileOptions::default()).unwrap();
                     for _ in 0..2 {
                         let out = session.run().unwrap_or_else(|e| panic!("{case}: {e}"));
-                        let err = worst_reference_err(case, &out.tensors).unwrap();
-                        assert!(err <= 1e-5, "{case}: rel err vs reference {err:.2e}");
+                        assert_eq!(reference_mismatch(case, &out.tensors, 1e-5), None);
                     }
                 }
             });

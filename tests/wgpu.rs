@@ -77,11 +77,7 @@ fn every_fixture_matches_cpu_and_reference_in_f32() {
     for case in &cases {
         let (model, graph) = load_case(case);
         let got = outputs(&model, &graph, BackendKind::Wgpu, CompileOptions::default()).unwrap();
-        match worst_reference_err(case, &got) {
-            Ok(err) if err <= 1e-5 => {}
-            Ok(err) => failures.push(format!("{case}: rel err vs reference {err:.2e}")),
-            Err(e) => failures.push(e),
-        }
+        failures.extend(reference_mismatch(case, &got, 1e-5));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
