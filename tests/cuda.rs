@@ -16,7 +16,6 @@ use rgnn::codegen::{CompileOptions, LowerOptions};
 use rgnn::ir::level2::DType;
 use rgnn::runtime::cuda_backend::CudaBackend;
 use rgnn::{BackendKind, Graph, Model, Session};
-use std::io::Write;
 
 /// Is there a CUDA device? Prints which one.
 fn gpu() -> bool {
@@ -26,10 +25,7 @@ fn gpu() -> bool {
             true
         }
         Err(e) => {
-            if std::env::var("RGNN_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
-                panic!("RGNN_REQUIRE_CUDA=1 but the cuda backend cannot run: {e}");
-            }
-            let _ = writeln!(std::io::stderr(), "SKIPPED: the CUDA tests need an NVIDIA GPU, its driver and NVRTC: {e}");
+            common::skip_unless_required("RGNN_REQUIRE_CUDA", &format!("the CUDA tests need an NVIDIA GPU, its driver and NVRTC: {e}"));
             false
         }
     }

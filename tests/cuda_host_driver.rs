@@ -42,10 +42,7 @@ fn stand_in() -> Option<&'static StandIn> {
     BUILT
         .get_or_init(|| {
             let (Some(cc), Some(cxx)) = (c_compiler(), rgnn::runtime::cuda_backend::host_emulation::compiler()) else {
-                if std::env::var("RGNN_REQUIRE_CLANG").is_ok_and(|v| v == "1") {
-                    panic!("RGNN_REQUIRE_CLANG=1 but no C or C++ compiler runs");
-                }
-                eprintln!("SKIPPED: the host CUDA stand-in needs a C and a C++ compiler");
+                common::skip_unless_required("RGNN_REQUIRE_CLANG", "the host CUDA stand-in needs a C and a C++ compiler");
                 return None;
             };
             // Built by the script users run for the same purpose, so CI checks it too.

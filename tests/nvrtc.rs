@@ -18,15 +18,11 @@ use rgnn::runtime::cuda_backend::compile_ptx;
 use rgnn::runtime::RuntimeError;
 use rgnn::{Graph, Model};
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn skip_or_fail(why: &str) {
-    if std::env::var("RGNN_REQUIRE_NVRTC").is_ok_and(|v| v == "1") {
-        panic!("RGNN_REQUIRE_NVRTC=1 but {why}");
-    }
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {why} (tools/cuda_tools.sh fetches NVRTC and ptxas)");
+    common::skip_unless_required("RGNN_REQUIRE_NVRTC", &format!("{why} (tools/cuda_tools.sh fetches NVRTC and ptxas)"));
 }
 
 /// Whether NVRTC loads (what it lacks said by [`skip_or_fail`] otherwise).

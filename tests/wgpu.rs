@@ -29,11 +29,7 @@ fn adapter() -> bool {
             true
         }
         Err(e) => {
-            if std::env::var("RGNN_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
-                panic!("RGNN_REQUIRE_WGPU=1 but no wgpu adapter: {e}");
-            }
-            // Straight to stderr, past the test harness's capture, so a plain `cargo test` shows it.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: the wgpu tests need a Vulkan, Metal or DX12 adapter: {e}");
+            common::skip_unless_required("RGNN_REQUIRE_WGPU", &format!("the wgpu tests need a Vulkan, Metal or DX12 adapter: {e}"));
             false
         }
     }
