@@ -631,7 +631,13 @@ fn cuda_gemms_fuse_separable_row_programs_and_slice_maps() {
     assert_eq!(count(&norm, "gemm epilogue"), 1, "{norm:?}");
     assert!(scratch[1] > 0);
     // FloydNet: the relu before the FFN's second GEMM fuses; the layer norms before the others
-    // need whole rows.
-    let (floyd, _) = cuda("floyd_pre_ln");
+    // need whole rows: a pass computes each row's statistics, the GEMM normalises as it loads,
+    // and only the statistics (two floats a row) go through scratch.
+    let (floyd, scratch) = cuda("floyd_pre_ln");
+    let norm_stats = count(&floyd, "gemm input norm stats");
+    assert!(norm_stats > 0 && count(&floyd, "gemm input") == norm_stats, "{floyd:?}");
     assert!(count(&floyd, "gemm input") < count(&wgsl("floyd_pre_ln"), "gemm input"), "{floyd:?}");
+    let (m, g) = load_case("floyd_pre_ln");
+    let wgsl_scratch = rgnn::runtime::emit_wgsl(&m, &g, CompileOptions::default()).unwrap().scratch_elems;
+    assert!(scratch[0] > 0 && scratch[0] < wgsl_scratch[0], "scratch {scratch:?}, WGSL's {wgsl_scratch:?}");
 }

@@ -14,7 +14,8 @@
 //! allows it; otherwise f32 storage runs them as split tf32 (`rg_mma_tf32x3`, three tf32
 //! products per tile), so f32 results stay within 1e-5. The GEMM's operands come through two
 //! shared-memory stages, A by `cp.async`. Column-separable GEMM input and epilogue programs run
-//! inside the GEMM (`templates::fuses_prologue` / `fuses_epilogue`), and a GEMM whose product
+//! inside the GEMM (`templates::fuses_prologue` / `fuses_epilogue`), as does an input program
+//! with one norm, given its rows' statistics (`templates::normalizes_on_load`), and a GEMM whose product
 //! only feeds slice maps stores the slices ([`absorb_slice_maps`]). The host emulation runs `mma.sync` too (each thread
 //! computing its accumulators from its warp's published fragments) and `cp.async` as a plain
 //! copy, so the fragment layouts are checked without a GPU; the tensor-core paths have not yet

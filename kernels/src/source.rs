@@ -147,7 +147,9 @@ pub fn scratch_sizes(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphI
         if let Kernel::Gemm(gk) = k {
             let shape = &param_shapes[gk.weight.0];
             let rows = g.rows(gk.domain);
-            if !matches!(&gk.input.ops[..], [RowOp::Load { .. }]) && !crate::templates::fuses_prologue(lang, param_shapes, gk) {
+            if crate::templates::normalizes_on_load(lang, param_shapes, gk).is_some() {
+                s[0] = s[0].max(rows * 2); // each row's norm shift and scale
+            } else if !matches!(&gk.input.ops[..], [RowOp::Load { .. }]) && !crate::templates::fuses_prologue(lang, param_shapes, gk) {
                 s[0] = s[0].max(rows * shape[1] * shape[2]);
             }
             if !matches!(&gk.epilogue.ops[..], [RowOp::Acc]) && !crate::templates::fuses_epilogue(lang, kp, param_shapes, gk) {
@@ -163,19 +165,33 @@ pub fn scratch_sizes(kp: &KernelProgram, param_shapes: &[Vec<usize>], g: &GraphI
 /// pair mask), so a GEMM can apply it to each product as it stores it
 /// ([`Shader::column_program`]) instead of in a kernel of its own.
 pub fn column_separable(prog: &RowProgram, w: usize) -> bool {
-    prog.widths.iter().all(|&x| x == w)
-        && prog.ops.iter().all(|op| match op {
-            RowOp::Load { .. }
-            | RowOp::Acc
-            | RowOp::Unary { .. }
-            | RowOp::Bias { .. }
-            | RowOp::Scale { .. }
-            | RowOp::ScaleByParam { .. }
-            | RowOp::GatedSkip { .. }
-            | RowOp::PairMask { .. } => true,
-            RowOp::Binary { a_shape, b_shape, .. } => a_shape == b_shape,
-            _ => false,
-        })
+    prog.widths.iter().all(|&x| x == w) && prog.ops.iter().all(column_op)
+}
+
+/// A column-separable op (see [`column_separable`]).
+fn column_op(op: &RowOp) -> bool {
+    match op {
+        RowOp::Load { .. }
+        | RowOp::Acc
+        | RowOp::Unary { .. }
+        | RowOp::Bias { .. }
+        | RowOp::Scale { .. }
+        | RowOp::ScaleByParam { .. }
+        | RowOp::GatedSkip { .. }
+        | RowOp::PairMask { .. } => true,
+        RowOp::Binary { a_shape, b_shape, .. } => a_shape == b_shape,
+        _ => false,
+    }
+}
+
+/// For `prog` of width `w` that would be [`column_separable`] but for one norm (a pre-norm
+/// `LayerNorm(x + y)`), the norm's slot: given each row's shift and scale, every column is
+/// again computed from the same column alone ([`Shader::column_program`] with `norm`).
+pub fn column_separable_but_one_norm(prog: &RowProgram, w: usize) -> Option<usize> {
+    let mut norms = prog.ops.iter().enumerate().filter(|(_, op)| matches!(op, RowOp::Norm { .. })).map(|(i, _)| i);
+    let (norm, None) = (norms.next()?, norms.next()) else { return None };
+    let rest_separable = prog.ops.iter().enumerate().all(|(i, op)| i == norm || column_op(op));
+    (prog.widths.iter().all(|&x| x == w) && rest_separable).then_some(norm)
 }
 
 /// An activation of `v`, as source.
@@ -423,7 +439,19 @@ impl<'c, 'a> Shader<'c, 'a> {
     /// Emit a [`column_separable`] `prog` for one column `col` of row `row` of domain `d`, every
     /// slot a scalar `{prefix}{i}` (`acc`: the product at that column). Returns the code; the
     /// result is `{prefix}{prog.result()}`. A GEMM applies its epilogue this way as it stores.
-    pub fn column_program(&mut self, prog: &RowProgram, d: Domain, row: &str, acc: &str, col: &str, prefix: &str) -> String {
+    /// `norm`: the row's shift and inverse scale, as expressions, for a program with one norm
+    /// ([`column_separable_but_one_norm`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn column_program(
+        &mut self,
+        prog: &RowProgram,
+        d: Domain,
+        row: &str,
+        acc: &str,
+        col: &str,
+        prefix: &str,
+        norm: Option<(&str, &str)>,
+    ) -> String {
         let l = self.lang;
         let f = |x: f32| l.f(x);
         let s = |x: usize| format!("{prefix}{x}");
@@ -453,6 +481,18 @@ impl<'c, 'a> Shader<'c, 'a> {
                     format!("{g} * {} + ({} - {g}) * {}", s(*update), f(1.0), s(*residual))
                 }
                 RowOp::PairMask { x } => format!("rg_sel({}, {}, {})", f(0.0), s(*x), self.pair_keep(row)),
+                RowOp::Norm { x, weight, bias, .. } if norm.is_some() => {
+                    let (shift, inv) = norm.unwrap_or_default();
+                    // As `program` computes it, the shift and scale being the row's.
+                    let mut e = format!("({} - {shift}) * {inv}", s(*x));
+                    if let Some(p) = weight {
+                        e = format!("{e} * {}", self.ld(ArrayRef::Param(*p), col));
+                    }
+                    if let Some(p) = bias {
+                        e = format!("{e} + {}", self.ld(ArrayRef::Param(*p), col));
+                    }
+                    e
+                }
                 other => unreachable!("column_program of a program that is not column-separable ({other:?})"),
             };
             lines.push(l.let_(&s(i), &e));

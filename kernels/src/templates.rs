@@ -9,8 +9,10 @@
 //!   table), so per-relation weights need no sorting at run time. In CUDA on sm_80+ the tiles run
 //!   on tensor cores (`mma.sync`) with two shared-memory stages, the next K step's rows arriving by
 //!   `cp.async` during the current one's multiply (plain f32: split tf32, three products per
-//!   tile, f32 accuracy). A non-trivial input program
-//!   runs first as a row pass into scratch; a non-trivial epilogue runs after as a row pass.
+//!   tile, f32 accuracy). A non-trivial input program runs first as a row pass into scratch
+//!   (in CUDA: inside the GEMM as it loads A, when column-separable, or with one norm whose row
+//!   statistics a row pass computes first); a non-trivial epilogue runs after as a row pass (in
+//!   CUDA: as the GEMM stores, when column-separable).
 //! - **traversal**: destination-parallel over relation-sorted CSR segments, with an online
 //!   max-subtracted softmax (or the two-pass form), sum / mean / max, per-relation segments, no
 //!   atomics. Destinations go by degree class: a thread each for the few in-edges most have; in
@@ -25,7 +27,7 @@
 //!   both halves of P·V as `mma.sync` products (see `Templates::pivot_mma`).
 
 use crate::gpu::{gemm_row_groups, gemm_tiles, grid, ArrayRef, Dispatch, Elem, IndexArray};
-use crate::source::{column_loop, column_separable, GenCtx, Lang, Shader, NEG_BIG, WARP_SYNC};
+use crate::source::{column_loop, column_separable, column_separable_but_one_norm, GenCtx, Lang, Shader, NEG_BIG, WARP_SYNC};
 use rgnn_ir::level2::DType;
 use rgnn_ir::level2::*;
 use rgnn_ir::{Domain, Reduce, SoftmaxGroup};
@@ -199,6 +201,9 @@ pub fn generate(ctx: &GenCtx, fin: &dyn Finish) -> Result<Vec<Dispatch>, String>
 /// block, and the grid's x extent (tiles beyond it go to z).
 struct GemmTiling {
     a: Option<(ArrayRef, RowRef)>,
+    /// With `a` computed: its one norm takes each row's shift and scale from the stats pass's
+    /// scratch (see [`normalizes_on_load`]).
+    normalized: bool,
     c_array: ArrayRef,
     /// The epilogue runs on each product as it is stored (see [`fuses_epilogue`]).
     fused_epilogue: bool,
@@ -220,6 +225,9 @@ struct GemmExprs {
     /// Sets `a` to A's element at the tile's row `m`, column `k0 + kk` of block `blk`.
     a_set: String,
     w_val: String,
+    /// Run once per tile row `li` (below `cnt`, `r` its row) before the first barrier: what
+    /// `a_set` needs of the row in shared memory.
+    row_setup: String,
 }
 
 struct Templates<'c, 'a> {
@@ -252,22 +260,9 @@ impl<'c, 'a> Templates<'c, 'a> {
         output_at: RowRef,
     ) -> Result<Dispatch, String> {
         let l = self.l;
-        let rows = self.ctx.g.rows(domain);
-        // CUDA: a warp per row when the row's arrays fit the warp's share of shared memory
-        // (lanes over columns: coalesced loads and stores, no per-thread local arrays).
         let acc_w = acc_from.map_or(0, |(_, w)| w);
-        let row_floats = acc_w + program.widths.iter().sum::<usize>();
-        let warps = if l == Lang::Cuda { warps_fitting(row_floats, ROW_WARPS) } else { None };
-        let warp = warps.is_some();
-        let (mut sh, wg, done) = if let Some(warps) = warps {
-            let mut sh = Shader::new(self.ctx, (warps * 32, 1));
-            let wg = self.warp_rows_header(&mut sh, rows, "row");
-            (sh, wg, format!("\n    {WARP_SYNC}"))
-        } else {
-            let mut sh = Shader::new(self.ctx, (ROW_GROUP, 1));
-            let wg = self.row_header(&mut sh, rows, "row");
-            (sh, wg, String::new())
-        };
+        let (mut sh, wg, warp) = self.row_kernel(domain, acc_w + program.widths.iter().sum::<usize>());
+        let done = if warp { format!("\n    {WARP_SYNC}") } else { String::new() };
         let columns = |w: usize| column_loop(l, warp, "c", w);
         if let Some((a, w)) = acc_from {
             let v = sh.ld(a, &format!("row * {w}u + c"));
@@ -283,6 +278,40 @@ impl<'c, 'a> Templates<'c, 'a> {
         let st = sh.st(output, &format!("o * {out_width}u + c"), &format!("s{res}[c]"));
         sh.line(&format!("    {}\n    {} {st} }}", l.let_("o", &target), columns(out_width)));
         Ok(self.finish_warp_rows(sh, label, wg))
+    }
+
+    /// A kernel over the rows of `domain` whose row arrays take `row_floats` floats, its row
+    /// `row`: on CUDA a warp per row when they fit the warp's share of shared memory (lanes over
+    /// columns: coalesced loads and stores, no per-thread local arrays; the `bool`), else a
+    /// thread per row.
+    fn row_kernel(&self, domain: Domain, row_floats: usize) -> (Shader<'c, 'a>, [u32; 3], bool) {
+        let rows = self.ctx.g.rows(domain);
+        match if self.l == Lang::Cuda { warps_fitting(row_floats, ROW_WARPS) } else { None } {
+            Some(warps) => {
+                let mut sh = Shader::new(self.ctx, (warps * 32, 1));
+                let wg = self.warp_rows_header(&mut sh, rows, "row");
+                (sh, wg, true)
+            }
+            None => {
+                let mut sh = Shader::new(self.ctx, (ROW_GROUP, 1));
+                let wg = self.row_header(&mut sh, rows, "row");
+                (sh, wg, false)
+            }
+        }
+    }
+
+    /// CUDA, for a GEMM whose input program normalises on load ([`normalizes_on_load`]): per
+    /// row of `domain`, the program up to its norm at slot `norm`, and the norm's shift and
+    /// inverse scale stored to scratch 0 at `2 * row` and `2 * row + 1`.
+    fn norm_stats(&self, label: String, domain: Domain, program: &RowProgram, norm: usize) -> Dispatch {
+        let (mut sh, wg, warp) = self.row_kernel(domain, program.widths[..=norm].iter().sum());
+        sh.program(program, domain, "row", "acc", "acc", norm + 1, "s", "    ");
+        let shift = sh.st(ArrayRef::Scratch(0), "row * 2u", &format!("s{norm}_shift"));
+        let inv = sh.st(ArrayRef::Scratch(0), "row * 2u + 1u", &format!("s{norm}_inv"));
+        // In a warp per row every lane holds the sums; one stores.
+        let only = if warp { "if (lane == 0u) " } else { "" };
+        sh.line(&format!("    {only}{{ {shift} {inv} }}"));
+        self.finish_warp_rows(sh, label, wg)
     }
 
     /// CUDA, a warp per row of `n` (blocks of `sh.workgroup.0 / 32` warps): `lane`, the warp's
@@ -322,10 +351,16 @@ impl<'c, 'a> Templates<'c, 'a> {
         let (types, blocks, bin, bout) = (shape[0], shape[1], shape[2], shape[3]);
         let (in_w, out_w) = (blocks * bin, blocks * bout);
         // The A operand: a plain (possibly gathered) buffer row, the input program applied to
-        // each element as it is loaded, or the prologue's scratch rows.
-        let a = match &gk.input.ops[..] {
-            [RowOp::Load { buffer, at }] => Some((ArrayRef::Data(*buffer), *at)),
+        // each element as it is loaded (its norm's row statistics from a pass of their own), or
+        // the prologue's scratch rows.
+        let normalized = normalizes_on_load(self.l, self.ctx.param_shapes, gk);
+        let a = match (&gk.input.ops[..], normalized) {
+            ([RowOp::Load { buffer, at }], _) => Some((ArrayRef::Data(*buffer), *at)),
             _ if fuses_prologue(self.l, self.ctx.param_shapes, gk) => None,
+            (_, Some(norm)) => {
+                out.push(self.norm_stats(format!("k{k} gemm input norm stats"), gk.domain, &gk.input, norm));
+                None
+            }
             _ => {
                 out.push(self.rowwise(format!("k{k} gemm input"), gk.domain, &gk.input, None, ArrayRef::Scratch(0), in_w, RowRef::Own)?);
                 Some((ArrayRef::Scratch(0), RowRef::Own))
@@ -344,7 +379,7 @@ impl<'c, 'a> Templates<'c, 'a> {
 
         let flops = 2.0 * (row_list.len() * blocks * bin * bout) as f64;
         let gemm_rows = row_list.len();
-        let tiling = GemmTiling { a, c_array, fused_epilogue, slice_maps, row_list, tiles, col_tiles, grid_x: tile_grid[0] };
+        let tiling = GemmTiling { a, normalized: normalized.is_some(), c_array, fused_epilogue, slice_maps, row_list, tiles, col_tiles, grid_x: tile_grid[0] };
         let (sh, label) = if self.ctx.tensor_cores {
             (self.gemm_mma(gk, tiling, false), format!("k{k} gemm (tensor cores)"))
         } else if self.ctx.split_tf32 {
@@ -387,6 +422,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         sh: &mut Shader,
         gk: &GemmKernel,
         a: Option<(ArrayRef, RowRef)>,
+        normalized: bool,
         rows_t: ArrayRef,
         tiles_t: ArrayRef,
     ) -> GemmExprs {
@@ -397,9 +433,19 @@ impl<'c, 'a> Templates<'c, 'a> {
         let (a_row, a_set) = match a {
             Some((array, at)) => (sh.resolve(gk.domain, "r", at), format!("a = {};", sh.ld(array, &format!("arow[m] * {in_w}u + {col}")))),
             None => {
-                let code = sh.column_program(&gk.input, gk.domain, "orow[m]", &self.l.f(0.0), &col, "pr");
+                let norm = normalized.then_some(("rstat[2u * m]", "rstat[2u * m + 1u]"));
+                let code = sh.column_program(&gk.input, gk.domain, "orow[m]", &self.l.f(0.0), &col, "pr", norm);
                 ("r".to_string(), format!("{code} a = pr{};", gk.input.result()))
             }
+        };
+        // The tile rows' norm shift and scale, from the stats pass.
+        let row_setup = if normalized {
+            sh.globals.push_str(&self.l.shared("rstat", Elem::F32, 2 * TM));
+            sh.globals.push('\n');
+            let (shift, inv) = (sh.ld(ArrayRef::Scratch(0), "r * 2u"), sh.ld(ArrayRef::Scratch(0), "r * 2u + 1u"));
+            format!("rstat[2u * li] = {shift}; rstat[2u * li + 1u] = {inv};")
+        } else {
+            String::new()
         };
         GemmExprs {
             t_type: sh.ld(tiles_t, "tile * 3u"),
@@ -408,6 +454,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             r: sh.ld(rows_t, "start + li"),
             a_row,
             a_set,
+            row_setup,
             w_val: sh.ld(ArrayRef::Param(gk.weight), &format!("((ttype * {blocks}u + blk) * {bin}u + k0 + kb) * {bout}u + n0 + nb")),
         }
     }
@@ -424,7 +471,7 @@ impl<'c, 'a> Templates<'c, 'a> {
     /// each lane's k values are adjacent; row pitches are padded so the fragment reads of a warp
     /// hit 32 different banks.
     fn gemm_mma(&self, gk: &GemmKernel, tiling: GemmTiling, split: bool) -> Shader<'c, 'a> {
-        let GemmTiling { a, c_array, fused_epilogue, slice_maps, row_list, tiles, col_tiles, grid_x } = tiling;
+        let GemmTiling { a, normalized, c_array, fused_epilogue, slice_maps, row_list, tiles, col_tiles, grid_x } = tiling;
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (blocks, bin, bout) = (shape[1], shape[2], shape[3]);
         let in_w = blocks * bin;
@@ -504,7 +551,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             TM * ap,
             TN * bp
         ));
-        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_set, w_val } = self.gemm_exprs(&mut sh, gk, a, rows_t, tiles_t);
+        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_set, w_val, row_setup } = self.gemm_exprs(&mut sh, gk, a, normalized, rows_t, tiles_t);
         let st = self.gemm_store(&mut sh, gk, c_array, fused_epilogue, &slice_maps, "acc[i][j][e]");
         // Stage `s`'s A rows for the K step at `k0`.
         let load_a = match copy_bytes {
@@ -554,6 +601,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         const unsigned r = {r};
         orow[li] = r;
         arow[li] = {a_row};
+        {row_setup}
     }}
     __syncthreads();
     float acc[2][4][4] = {{}};
@@ -625,7 +673,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         let (out_w, bout) = (shape[1] * shape[3], shape[3]);
         let col = format!("blk * {bout}u + n");
         let (code, value) = if fused {
-            let code = sh.column_program(&gk.epilogue, gk.domain, "orow[m]", value, &col, "ep");
+            let code = sh.column_program(&gk.epilogue, gk.domain, "orow[m]", value, &col, "ep", None);
             (code, format!("ep{}", gk.epilogue.result()))
         } else {
             (String::new(), value.to_string())
@@ -657,7 +705,7 @@ impl<'c, 'a> Templates<'c, 'a> {
 
     /// The SIMT GEMM (WGSL, CUDA with f32 storage or without tensor cores).
     fn gemm_simt(&self, gk: &GemmKernel, tiling: GemmTiling) -> Shader<'c, 'a> {
-        let GemmTiling { a, c_array, fused_epilogue, slice_maps, row_list, tiles, col_tiles, grid_x } = tiling;
+        let GemmTiling { a, normalized, c_array, fused_epilogue, slice_maps, row_list, tiles, col_tiles, grid_x } = tiling;
         let l = self.l;
         let shape = &self.ctx.param_shapes[gk.weight.0];
         let (bin, bout) = (shape[2], shape[3]);
@@ -670,7 +718,7 @@ impl<'c, 'a> Templates<'c, 'a> {
             sh.globals.push_str(&l.shared(name, elem, len));
             sh.globals.push('\n');
         }
-        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_set, w_val } = self.gemm_exprs(&mut sh, gk, a, rows_t, tiles_t);
+        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_set, w_val, row_setup } = self.gemm_exprs(&mut sh, gk, a, normalized, rows_t, tiles_t);
         let st = self.gemm_store(&mut sh, gk, c_array, fused_epilogue, &slice_maps, "accm[i * 4u + j]");
         let threads = (TM / 4) * (TN / 4);
         let zero = l.f(0.0);
@@ -687,6 +735,7 @@ impl<'c, 'a> Templates<'c, 'a> {
         {r_let}
         orow[li] = r;
         arow[li] = {a_row};
+        {row_setup}
     }}
     {barrier}
     {accm}
@@ -1742,6 +1791,19 @@ pub fn absorbed_slice_maps(kp: &KernelProgram, param_shapes: &[Vec<usize>], l: L
 pub fn fuses_prologue(l: Lang, param_shapes: &[Vec<usize>], gk: &GemmKernel) -> bool {
     let shape = &param_shapes[gk.weight.0];
     l == Lang::Cuda && !matches!(&gk.input.ops[..], [RowOp::Load { .. }]) && column_separable(&gk.input, shape[1] * shape[2])
+}
+
+/// For a GEMM whose input program is column-separable but for one norm (FloydNet's pre-norm
+/// `LayerNorm(x + y)` ahead of its projections), on CUDA: the norm's slot. A pass computes each
+/// row's shift and scale ([`Templates::norm_stats`]) and the GEMM each element of A as it loads
+/// it, instead of the normalised rows going through scratch (a write and a read of the whole
+/// input traded for two floats a row).
+pub fn normalizes_on_load(l: Lang, param_shapes: &[Vec<usize>], gk: &GemmKernel) -> Option<usize> {
+    let shape = &param_shapes[gk.weight.0];
+    if l != Lang::Cuda || fuses_prologue(l, param_shapes, gk) {
+        return None;
+    }
+    column_separable_but_one_norm(&gk.input, shape[1] * shape[2])
 }
 
 /// How two partial results combine, as source: `a + b`, `rg_max(a, b)`.
