@@ -379,7 +379,17 @@ impl<'c, 'a> Templates<'c, 'a> {
 
         let flops = 2.0 * (row_list.len() * blocks * bin * bout) as f64;
         let gemm_rows = row_list.len();
-        let tiling = GemmTiling { a, normalized: normalized.is_some(), c_array, fused_epilogue, slice_maps, row_list, tiles, col_tiles, grid_x: tile_grid[0] };
+        let tiling = GemmTiling {
+            a,
+            normalized: normalized.is_some(),
+            c_array,
+            fused_epilogue,
+            slice_maps,
+            row_list,
+            tiles,
+            col_tiles,
+            grid_x: tile_grid[0],
+        };
         let (sh, label) = if self.ctx.tensor_cores {
             (self.gemm_mma(gk, tiling, false), format!("k{k} gemm (tensor cores)"))
         } else if self.ctx.split_tf32 {
@@ -551,7 +561,8 @@ impl<'c, 'a> Templates<'c, 'a> {
             TM * ap,
             TN * bp
         ));
-        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_set, w_val, row_setup } = self.gemm_exprs(&mut sh, gk, a, normalized, rows_t, tiles_t);
+        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_set, w_val, row_setup } =
+            self.gemm_exprs(&mut sh, gk, a, normalized, rows_t, tiles_t);
         let st = self.gemm_store(&mut sh, gk, c_array, fused_epilogue, &slice_maps, "acc[i][j][e]");
         // Stage `s`'s A rows for the K step at `k0`.
         let load_a = match copy_bytes {
@@ -718,7 +729,8 @@ impl<'c, 'a> Templates<'c, 'a> {
             sh.globals.push_str(&l.shared(name, elem, len));
             sh.globals.push('\n');
         }
-        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_set, w_val, row_setup } = self.gemm_exprs(&mut sh, gk, a, normalized, rows_t, tiles_t);
+        let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_set, w_val, row_setup } =
+            self.gemm_exprs(&mut sh, gk, a, normalized, rows_t, tiles_t);
         let st = self.gemm_store(&mut sh, gk, c_array, fused_epilogue, &slice_maps, "accm[i * 4u + j]");
         let threads = (TM / 4) * (TN / 4);
         let zero = l.f(0.0);
