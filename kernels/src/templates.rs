@@ -475,9 +475,10 @@ impl<'c, 'a> Templates<'c, 'a> {
     /// products of the operands' tf32 values and remainders (f32 accuracy).
     ///
     /// Two shared-memory stages: while the warps multiply one K step, the next one's A rows
-    /// arrive by `cp.async` (copied as stored, converted when the fragments are read; plain
-    /// loads where A's rows are not 4-byte aligned) and its weights wait in registers, to be
-    /// converted and stored after the multiply; one barrier per K step. B is kept transposed so
+    /// arrive by `cp.async` (copied as stored, converted when the fragments are read) and its
+    /// weights wait in registers, to be converted and stored after the multiply; one barrier per
+    /// K step. A computed by the input program, or rows not 4-byte aligned, wait in registers
+    /// like the weights. B is kept transposed so
     /// each lane's k values are adjacent; row pitches are padded so the fragment reads of a warp
     /// hit 32 different banks.
     fn gemm_mma(&self, gk: &GemmKernel, tiling: GemmTiling, split: bool) -> Shader<'c, 'a> {
@@ -564,14 +565,17 @@ impl<'c, 'a> Templates<'c, 'a> {
         let GemmExprs { t_type, t_start, t_cnt, r, a_row, a_set, w_val, row_setup } =
             self.gemm_exprs(&mut sh, gk, a, normalized, rows_t, tiles_t);
         let st = self.gemm_store(&mut sh, gk, c_array, fused_epilogue, &slice_maps, "acc[i][j][e]");
-        // Stage `s`'s A rows for the K step at `k0`.
-        let load_a = match copy_bytes {
+        // Stage `s`'s A rows for the K step at `k0`: by cp.async (`store_a` empty), or, computed
+        // or not 4-byte aligned, like the weights: loaded into registers `ar` before the multiply
+        // and converted into the stage after it, so the loads' latency hides behind the mma.
+        let per_a = TM * TK / 128;
+        let (load_a, store_a) = match copy_bytes {
             Some(bytes) => {
                 let per_copy = bytes / a_bytes;
                 let copies = TM * TK / per_copy;
                 let (a_array, _) = a.expect("copied A rows are a buffer's");
                 let from = sh.ptr(a_array, &format!("rg_selu(0u, arow[m], ok) * {in_w}u + blk * {bin}u + k0 + kk"));
-                format!(
+                let copy = format!(
                     "#pragma unroll
         for (unsigned q = 0u; q < {per}u; q++) {{
             const unsigned idx = li + q * 128u;
@@ -582,20 +586,31 @@ impl<'c, 'a> Templates<'c, 'a> {
         rg_cp_async_commit();",
                     per = copies.div_ceil(128),
                     chunks = TK / per_copy,
-                )
+                );
+                (copy, String::new())
             }
-            None => format!(
-                "#pragma unroll
-        for (unsigned q = 0u; q < {per}u; q++) {{
+            None => (
+                format!(
+                    "#pragma unroll
+        for (unsigned q = 0u; q < {per_a}u; q++) {{
             const unsigned idx = li + q * 128u;
             const unsigned m = idx / {TK}u, kk = idx % {TK}u;
             float a = 0.0f;
             if (m < cnt && k0 + kk < {bin}u) {{ {a_set} }}
-            sa[s][m * {ap}u + kk] = {convert}(a);
-        }}",
-                per = TM * TK / 128
+            ar[q] = a;
+        }}"
+                ),
+                format!(
+                    "#pragma unroll
+        for (unsigned q = 0u; q < {per_a}u; q++) {{
+            const unsigned idx = li + q * 128u;
+            const unsigned m = idx / {TK}u, kk = idx % {TK}u;
+            sa[s][m * {ap}u + kk] = {convert}(ar[q]);
+        }}"
+                ),
             ),
         };
+        let a_regs = if store_a.is_empty() { String::new() } else { format!("float ar[{per_a}];") };
         let per_w = TK * TN / 128;
         let _ = writeln!(
             sh.body,
@@ -617,6 +632,7 @@ impl<'c, 'a> Templates<'c, 'a> {
     __syncthreads();
     float acc[2][4][4] = {{}};
     float wr[{per_w}];
+    {a_regs}
     // The weights of the K step at k0, into registers; then converted into stage s.
     auto load_w = [&](unsigned k0) {{
 #pragma unroll
@@ -640,6 +656,7 @@ impl<'c, 'a> Templates<'c, 'a> {
     {{
         const unsigned s = 0u, k0 = 0u;
         {load_a}
+        {store_a}
     }}
     load_w(0u);
     store_w(0u);
@@ -656,7 +673,11 @@ impl<'c, 'a> Templates<'c, 'a> {
             load_w(k0 + {TK}u);
         }}
 {fragments_and_mma}
-        if (more) {{ store_w(cur ^ 1u); }}
+        if (more) {{
+            const unsigned s = cur ^ 1u;
+            {store_a}
+            store_w(s);
+        }}
         rg_cp_async_wait_all();
         __syncthreads();
     }}
