@@ -27,3 +27,8 @@ pub use rgnn_models as models;
 pub use rgnn_runtime as runtime;
 
 pub use rgnn_runtime::{BackendKind, Graph, Model, Outputs, RuntimeError, Session, Tensor};
+
+// The README's code blocks are doctests: its Rust example must keep compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

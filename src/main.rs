@@ -141,6 +141,14 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Without XDG_RUNTIME_DIR (headless machines, containers, CI) Mesa's Vulkan device-select
+    // layer cannot reach a display to rank the GPUs by, and says so with two "error:" lines on
+    // every run that looks for a wgpu adapter; rgnn picks its adapter itself, so skip the layer.
+    #[cfg(unix)]
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: no other thread has started yet.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
     let cli = Cli::parse();
     if let Err(e) = dispatch(cli.command) {
         // One paragraph: the error and its causes, joined.

@@ -35,7 +35,7 @@ import torch
 from . import common
 
 # Names rgnn accepts for the activation applied after a layer.
-ACTIVATIONS = (None, "relu", "gelu", "silu", "tanh", "elu")
+ACTIVATIONS = (None, "relu", "gelu", "silu", "tanh", "elu", "sigmoid")
 NORMS = ("right", "none")
 
 PerLayer = Union[None, str, Sequence[Optional[str]], Mapping[str, Optional[str]]]
@@ -56,6 +56,7 @@ def _activation_name(fn: Any, where: str) -> Optional[str]:
         F.silu: "silu",
         torch.tanh: "tanh", F.tanh: "tanh",
         F.elu: "elu",  # alpha = 1 by default
+        torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
     }
     for known, name in by_function.items():
         if fn is known:
@@ -99,7 +100,7 @@ def export_dgl_model(module: torch.nn.Module, path: str, norm: PerLayer = "right
         It must describe the `norm` tensor passed to each layer's forward: "right" when it is
         1 / in-degree of the destination within the edge's relation, "none" when it is omitted.
     activations: the activation the surrounding model applies to each layer's output (None,
-        "relu", "gelu", "silu", "tanh", "elu"), as a single value, a list or a dict by prefix.
+        "relu", "gelu", "silu", "tanh", "elu", "sigmoid"), as a single value, a list or a dict by prefix.
         An activation passed to the RelGraphConv constructor is detected and recorded on its own;
         giving one here as well is an error (the layer would apply two, rgnn applies one).
     Returns the layer configs written.

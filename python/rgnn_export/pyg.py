@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import warnings
+
 import torch
 from torch import nn
 
 from .common import hetero_graph_tensors, relational_graph_tensors, write_graph, write_model
 
 #: Activations the runtime understands (applied after a layer).
-ACTIVATIONS = (None, "relu", "gelu", "silu", "tanh", "elu")
+ACTIVATIONS = (None, "relu", "gelu", "silu", "tanh", "elu", "sigmoid")
 
 
 class UnsupportedLayerError(ValueError):
@@ -94,8 +96,15 @@ def _hgt_metadata(layer: nn.Module) -> Dict[str, Any]:
 
 def _hgt_config(name: str, layer: nn.Module) -> Dict[str, Any]:
     name = name or "<root>"
-    # HGTConv stores in_channels as a dict keyed by node type (an int argument is expanded).
+    # HGTConv stores in_channels as a dict keyed by node type (an int argument is expanded). Lazy
+    # (-1) entries stay -1 after the first forward pass; the width is then that of the
+    # materialised K/Q/V projection.
     in_ch = {str(t): int(c) for t, c in layer.in_channels.items()}
+    for t, c in in_ch.items():
+        if c <= 0:
+            weight = layer.kqv_lin.lins[t].weight
+            if not isinstance(weight, torch.nn.parameter.UninitializedParameter):
+                in_ch[t] = int(weight.shape[1])
     if any(c <= 0 for c in in_ch.values()):
         raise UnsupportedLayerError(
             f"layer '{name}' (HGTConv): lazy in_channels (-1) must be materialised before export "
@@ -127,23 +136,43 @@ def pyg_layer_configs(module: nn.Module) -> List[Tuple[str, nn.Module, Dict[str,
     return found
 
 
+def _metadata_dict(metadata: Any) -> Optional[Dict[str, Any]]:
+    """`metadata` as the config's dict: given as one, or as PyG's `HeteroData.metadata()` tuple
+    `(node_types, edge_types)`."""
+    if metadata is None or isinstance(metadata, dict):
+        return metadata
+    if isinstance(metadata, (tuple, list)) and len(metadata) == 2:
+        node_types, edge_types = metadata
+        return {"node_types": [str(t) for t in node_types], "edge_types": [list(e) for e in edge_types]}
+    raise ValueError("metadata must be {'node_types': [...], 'edge_types': [[src, rel, dst], ...]} "
+                     f"or PyG's (node_types, edge_types) from HeteroData.metadata(); got {metadata!r}")
+
+
 def export_pyg_model(module: nn.Module, path: str,
                      activations: Optional[Sequence[Optional[str]]] = None,
-                     metadata: Optional[Dict[str, Any]] = None,
-                     model_name: str = "pyg") -> Dict[str, Any]:
+                     metadata: Any = None,
+                     model_name: Optional[str] = None) -> Dict[str, Any]:
     """Write `module`'s RGCNConv / RGATConv / HGTConv layers to a `*.model.safetensors` file.
 
     Args:
         module: the model, or a single conv layer (then `prefix` is "" and names have no dot).
         path: output file.
-        activations: one entry per found layer (None, "relu", "gelu", "silu", "tanh", "elu"),
+        activations: one entry per found layer (None, "relu", "gelu", "silu", "tanh", "elu",
+            "sigmoid"),
             applied after that layer; default: no activation anywhere.
-        metadata: `{"node_types": [...], "edge_types": [[s, r, d], ...]}`. Taken from the first
-            HGTConv when omitted (PyG's order). Needed for heterogeneous models.
-        model_name: free-form `model` field of the config.
+        metadata: `{"node_types": [...], "edge_types": [[s, r, d], ...]}`, or PyG's
+            `HeteroData.metadata()` tuple. Taken from the first HGTConv when omitted (PyG's
+            order). Needed to run a relational model (RGCN, RGAT) on a heterogeneous graph.
+        model_name: free-form `model` field of the config; default: the module's class name.
+
+    Only those layers are exported: parameters of anything else in `module` (encoders, heads,
+    skip connections) are left out, with a warning naming them, since rgnn would not run them.
 
     Returns the config dict that was written.
     """
+    metadata = _metadata_dict(metadata)
+    if model_name is None:
+        model_name = type(module).__name__
     layers = pyg_layer_configs(module)
     if not layers:
         raise ValueError("no RGCNConv, RGATConv or HGTConv layer found in the module")
@@ -185,6 +214,14 @@ def export_pyg_model(module: nn.Module, path: str,
             raise ValueError(f"layer '{prefix}' has no weights in the state_dict")
         for k in names:
             tensors[k] = state[k]
+    left_out = [k for k in state if k not in tensors]
+    if left_out:
+        shown = ", ".join(left_out[:6]) + (f" and {len(left_out) - 6} more" if len(left_out) > 6 else "")
+        warnings.warn(
+            f"export_pyg_model: {len(left_out)} state_dict entries belong to no RGCNConv, RGATConv or "
+            f"HGTConv and are not exported ({shown}); rgnn runs only the exported layers, one after "
+            "the other, so whatever the module computes around them is not part of the model file",
+            stacklevel=2)
     write_model(path, model_name, configs, tensors, metadata)
     out = {"format": "rgnn/1", "model": model_name, "layers": configs}
     if metadata is not None:
