@@ -163,12 +163,24 @@ fn main() {
 }
 
 fn load(model: &PathBuf, graph: &PathBuf) -> Result<(Model, Graph)> {
-    let m = Model::load(model).with_context(|| format!("loading model {}", model.display()))?;
+    let m = named(Model::load(model), "model", model)?;
     for w in &m.config.warnings {
         eprintln!("warning: {w}");
     }
-    let g = Graph::load(graph).with_context(|| format!("loading graph {}", graph.display()))?;
+    let g = named(Graph::load(graph), "graph", graph)?;
     Ok((m, g))
+}
+
+/// `loaded`, its error saying which file it is about unless it already does.
+fn named<T>(loaded: std::result::Result<T, rgnn::RuntimeError>, what: &str, path: &std::path::Path) -> Result<T> {
+    loaded.map_err(|e| {
+        let shown = path.display().to_string();
+        if e.to_string().contains(&shown) {
+            anyhow::Error::new(e)
+        } else {
+            anyhow::Error::new(e).context(format!("loading {what} {shown}"))
+        }
+    })
 }
 
 /// The major compute capability of an `--arch` name (`sm_80` → 8, `sm_90a` → 9).

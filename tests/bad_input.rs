@@ -114,7 +114,18 @@ fn length_and_shape_mismatches() {
 #[test]
 fn relation_beyond_the_model() {
     let e = error_of(rgcn_weights(), RGCN, replace(good_graph(), "edge_type", i64s(&[3], &[0, 1, 5])), "rel");
-    assert_has(&e, &["edge 2 has relation 5", "`conv.weight` has only 2 relations"]);
+    assert_has(&e, &["edge 2 has relation 5", "`conv.weight` has 2 relations", "must lie in [0, 2)"]);
+    // No relation ids at all: every edge would silently be relation 0.
+    let no_types = good_graph().into_iter().filter(|(n, _)| *n != "edge_type").collect();
+    let e = error_of(rgcn_weights(), RGCN, no_types, "notype");
+    assert_has(&e, &["the graph has no `edge_type`", "`conv.weight` has 2 relations"]);
+}
+
+#[test]
+fn config_sizes_beyond_32_bit_indexing() {
+    let huge = RGCN.replace(r#""out_channels": 3"#, r#""out_channels": 4611686018427387904"#);
+    let e = error_of(rgcn_weights(), &huge, good_graph(), "huge");
+    assert_has(&e, &["`out_channels` = 4611686018427387904 is larger than rgnn supports"]);
 }
 
 #[test]

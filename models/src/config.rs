@@ -187,6 +187,7 @@ impl<'a> Keys<'a> {
         match self.raw(key) {
             None => Ok(None),
             Some(v) => match v.as_u64() {
+                Some(n) if n > MAX_SIZE => Err(self.err(format!("`{key}` = {n} is larger than rgnn supports ({MAX_SIZE})"))),
                 Some(n) if n > 0 => Ok(Some(n as usize)),
                 _ => Err(self.err(format!("`{key}` must be a positive integer or null, found {v}"))),
             },
@@ -435,6 +436,11 @@ fn rgat(k: &mut Keys) -> Result<RgatConfig, ModelError> {
     Ok(c)
 }
 
+/// The largest size a config may give (channels, heads, relations, bases, ratios): device kernels
+/// index with 32-bit integers, and a product of two such sizes (e.g. `heads * out_channels`)
+/// cannot overflow.
+const MAX_SIZE: u64 = (1 << 31) - 1;
+
 fn hgt(k: &mut Keys) -> Result<HgtConfig, ModelError> {
     let in_channels = match k.raw("in_channels") {
         Some(Value::Object(m)) => {
@@ -442,18 +448,15 @@ fn hgt(k: &mut Keys) -> Result<HgtConfig, ModelError> {
             for (t, v) in m {
                 let n = v
                     .as_u64()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| k.err(format!("`in_channels.{t}` must be a positive integer, found {v}")))?;
+                    .filter(|&n| n > 0 && n <= MAX_SIZE)
+                    .ok_or_else(|| k.err(format!("`in_channels.{t}` must be a positive integer up to {MAX_SIZE}, found {v}")))?;
                 per.insert(t.clone(), n as usize);
             }
             HgtInChannels::PerType(per)
         }
-        Some(v) => HgtInChannels::All(
-            v.as_u64()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| k.err(format!("`in_channels` must be a positive integer or an object keyed by node type, found {v}")))?
-                as usize,
-        ),
+        Some(v) => HgtInChannels::All(v.as_u64().filter(|&n| n > 0 && n <= MAX_SIZE).ok_or_else(|| {
+            k.err(format!("`in_channels` must be a positive integer up to {MAX_SIZE} or an object keyed by node type, found {v}"))
+        })? as usize),
         None => return Err(k.err("missing required key `in_channels`".into())),
     };
     let c = HgtConfig { in_channels, out_channels: k.usize_req("out_channels")?, heads: k.usize_or("heads", 1)? };

@@ -22,6 +22,8 @@ pub struct RelationalGraph {
     pub src: Vec<u32>,
     pub dst: Vec<u32>,
     pub rel: Vec<u32>,
+    /// The file had no `edge_type`: `rel` is all 0, which only a single-relation model may take.
+    pub rel_missing: bool,
     pub x: Option<Tensor>,
     pub node_type: Option<Vec<u32>>,
 }
@@ -55,6 +57,8 @@ pub struct ExecGraph {
     pub src: Vec<u32>,
     pub dst: Vec<u32>,
     pub rel: Vec<u32>,
+    /// No relation ids were given (see [`RelationalGraph::rel_missing`]).
+    pub rel_missing: bool,
     /// Named inputs: `x`, `x.<type>`, `pair`.
     pub inputs: BTreeMap<String, Tensor>,
     /// Pair graphs: batch, nodes, mask.
@@ -162,7 +166,8 @@ impl Graph {
             (None, false) => return Err(bad(f, "a graph without `x` needs `num_nodes`".into())),
         };
         let (src, dst) = edge_index(f, "edge_index", num_nodes, num_nodes)?;
-        let rel = if f.contains("edge_type") {
+        let rel_missing = !f.contains("edge_type");
+        let rel = if !rel_missing {
             let (shape, v) = f.ints("edge_type")?;
             if shape.len() != 1 || shape[0] != src.len() {
                 return Err(bad(f, format!("`edge_type` must have shape [{}] (one per edge), found {shape:?}", src.len())));
@@ -192,7 +197,7 @@ impl Graph {
         } else {
             None
         };
-        Ok(Graph::Relational(RelationalGraph { num_nodes, src, dst, rel, x, node_type }))
+        Ok(Graph::Relational(RelationalGraph { num_nodes, src, dst, rel, rel_missing, x, node_type }))
     }
 
     fn hetero(f: &TensorFile, names: &[String]) -> Result<Self> {
@@ -311,6 +316,7 @@ impl Graph {
                         src: g.src.clone(),
                         dst: g.dst.clone(),
                         rel: g.rel.clone(),
+                        rel_missing: g.rel_missing && !g.src.is_empty(),
                         inputs,
                         pair: None,
                     },
@@ -401,5 +407,5 @@ fn resolve_hetero(g: &HeteroGraph, metadata: Option<&Metadata>, wants_types: boo
             None => InputSpec::Featureless { num_nodes },
         }
     };
-    Ok((spec, ExecGraph { num_nodes, type_offsets, src, dst, rel, inputs, pair: None }))
+    Ok((spec, ExecGraph { num_nodes, type_offsets, src, dst, rel, rel_missing: false, inputs, pair: None }))
 }

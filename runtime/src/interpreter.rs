@@ -277,10 +277,17 @@ pub(crate) fn check_relations(program: &Program, params: &[Tensor], graph: &Exec
             _ => continue,
         };
         let types = params[p.0].shape[0];
+        if graph.rel_missing && types > 1 {
+            return Err(RuntimeError::Mismatch(format!(
+                "the graph has no `edge_type`, but the model's weight `{}` has {types} relations: give each edge its relation id",
+                param_name(program, p)
+            )));
+        }
         if max_rel >= types {
             let e = graph.rel.iter().position(|&r| r as usize >= types).expect("exists");
             return Err(RuntimeError::Mismatch(format!(
-                "edge {e} has relation {}, but weight `{}` has only {types} relations",
+                "edge {e} has relation {} (`edge_type`[{e}]), but the model's weight `{}` has {types} relations \
+                 (its layer's num_relations): relation ids must lie in [0, {types})",
                 graph.rel[e],
                 param_name(program, p)
             )));
