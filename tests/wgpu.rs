@@ -102,6 +102,16 @@ fn every_fixture_matches_cpu_with_f16_storage() {
         let _ = writeln!(std::io::stderr(), "SKIPPED: f16 storage: {} has no SHADER_F16", ctx.describe());
         return;
     }
+    // An odd number of f16 values (x [51, 3]: 306 bytes) still uploads: in whole 4-byte words.
+    let config = r#"{"format": "rgnn/1", "model": "odd", "layers": [{"type": "RGCNConv", "prefix": "c",
+        "in_channels": 3, "out_channels": 2, "num_relations": 2, "aggr": "mean"}]}"#;
+    let weights = [("c.weight", vec![2, 3, 2]), ("c.root", vec![3, 2]), ("c.bias", vec![2])];
+    let model = Model::from_bytes("odd", model_bytes(config, &weights, 5)).unwrap();
+    let graph = Graph::from_bytes("odd graph", graph_bytes(51, 3, &random_edges(51, 200, 2, 1, 45, 0, 3), 6)).unwrap();
+    match compare(&model, &graph, options) {
+        Ok(err) => assert!(err <= 5e-3, "odd-sized f16 arrays: rel err {err:.2e}"),
+        Err(e) => panic!("odd-sized f16 arrays: {e}"),
+    }
     check_all(&cases, options, 5e-3);
 }
 

@@ -267,8 +267,17 @@ impl Backend for WgpuBackend {
                     mapped_at_creation: false,
                 });
                 if let Some(data) = contents {
-                    if !data.is_empty() {
-                        ctx.queue.write_buffer(&b, 0, data);
+                    // Writes go in multiples of 4 bytes (an odd count of f16 values is not
+                    // one): the whole words, then the last bytes zero-padded into the
+                    // allocation's padding.
+                    let whole = data.len() / 4 * 4;
+                    if whole > 0 {
+                        ctx.queue.write_buffer(&b, 0, &data[..whole]);
+                    }
+                    if whole < data.len() {
+                        let mut tail = [0u8; 4];
+                        tail[..data.len() - whole].copy_from_slice(&data[whole..]);
+                        ctx.queue.write_buffer(&b, whole as u64, &tail);
                     }
                 }
                 b
