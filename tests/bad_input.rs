@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// A raw tensor for writing: dtype, shape, little-endian bytes.
+#[derive(Clone)]
 struct Raw(Dtype, Vec<usize>, Vec<u8>);
 
 fn f32s(shape: &[usize], v: &[f32]) -> Raw {
@@ -226,7 +227,10 @@ fn pair_graph_checks() {
     let w = vec![("b.c_qkv.weight", f32s(&[20, 4], &[0.1; 80])), ("b.c_proj.weight", f32s(&[4, 4], &[0.1; 16]))];
     let pair = f32s(&[1, 3, 3, 4], &[0.5; 36]);
     let bad_mask = Raw(Dtype::U8, vec![1, 3], vec![1, 2, 0]);
-    assert_has(&error_of(w, cfg, vec![("pair", pair), ("node_mask", bad_mask)], "mask"), &["`node_mask` must hold 0 or 1"]);
+    assert_has(&error_of(w.clone(), cfg, vec![("pair", pair), ("node_mask", bad_mask)], "mask"), &["`node_mask` must hold 0 or 1"]);
+    // A header-only file declaring 2^32 pairs (B = 0 holds no data, but N × N scores would be).
+    let huge = f32s(&[0, 65536, 65536, 4], &[]);
+    assert_has(&error_of(w, cfg, vec![("pair", huge)], "hugepair"), &["more than 2^32 - 1 (B × N × N) pairs"]);
 }
 
 #[test]

@@ -377,7 +377,7 @@ impl<'c, 'a> Shader<'c, 'a> {
                 _ => self.ix(IndexArray::SegDst, row),
             },
             RowRef::PairTranspose => {
-                let n = self.ctx.g.pair.map_or(1, |(_, n, _)| n);
+                let n = self.pair_nodes();
                 format!("(({row}) / {nn}u * {nn}u + (({row}) % {n}u) * {n}u + (({row}) / {n}u) % {n}u)", nn = n * n)
             }
             RowRef::TypedToGlobal => match d {
@@ -425,9 +425,15 @@ impl<'c, 'a> Shader<'c, 'a> {
         }
     }
 
+    /// N of a pair graph, the divisor of pair row arithmetic: at least 1, so that with N = 0
+    /// (no rows, nothing ever divided) the shader stays valid.
+    fn pair_nodes(&self) -> usize {
+        self.ctx.g.pair.map_or(1, |(_, n, _)| n).max(1)
+    }
+
     /// Is pair row `row` between two real nodes?
     fn pair_keep(&mut self, row: &str) -> String {
-        let n = self.ctx.g.pair.map_or(1, |(_, n, _)| n);
+        let n = self.pair_nodes();
         let bi = format!("(({row}) / {n}u)");
         let bk = format!("(({row}) / {nn}u * {n}u + ({row}) % {n}u)", nn = n * n);
         let (a, b) = (self.ix(IndexArray::PairMask, &bi), self.ix(IndexArray::PairMask, &bk));

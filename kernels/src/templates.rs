@@ -1477,9 +1477,10 @@ impl<'c, 'a> Templates<'c, 'a> {
     {each_d} {st} }}",
             h = l.let_("h", &format!("t % {heads}u")),
             row = l.let_("row", &format!("t / {heads}u")),
-            b = l.let_("b", &format!("row / {}u", n * n)),
-            i = l.let_("i", &format!("(row / {n}u) % {n}u")),
-            kk = l.let_("k", &format!("row % {n}u")),
+            // (N = 0: no rows pass the header; a divisor of 1 keeps the shader valid.)
+            b = l.let_("b", &format!("row / {}u", (n * n).max(1))),
+            i = l.let_("i", &format!("(row / {nd}u) % {nd}u", nd = n.max(1))),
+            kk = l.let_("k", &format!("row % {}u", n.max(1))),
             qa = l.arr("q", d),
             query_real = l.let_("query_real", &format!("{mask_i} != 0u")),
             m = l.var_f("m", &f(NEG_BIG)),

@@ -254,6 +254,14 @@ impl Graph {
         }
         check_finite(f, "pair", &pair)?;
         let (batch, nodes) = (pair.shape[0], pair.shape[1]);
+        // Pair rows (b, i, j) are indexed with 32-bit integers on the devices (and a graph's
+        // N × N scores are kept whole whatever B is).
+        if (nodes as u64) * (nodes as u64) > u32::MAX as u64 || (batch as u64) * (nodes as u64) * (nodes as u64) > u32::MAX as u64 {
+            return Err(bad(
+                f,
+                format!("`pair` of shape {:?} has more than 2^32 - 1 (B × N × N) pairs, which rgnn does not support", pair.shape),
+            ));
+        }
         let node_mask = if f.contains("node_mask") {
             let (shape, v) = f.ints("node_mask")?;
             if shape != [batch, nodes] {
