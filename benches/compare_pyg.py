@@ -160,7 +160,7 @@ def run_rgnn(rgnn, model, graph, out, backend, dtype, env):
         run_quiet([rgnn, "run", "--model", model, "--graph", graph, "--out", out, "--backend", backend]
                   + dtype_flags(dtype), env)
     except SystemExit as e:
-        if "out of device memory" not in str(e):
+        if "out of memory" not in str(e):
             raise
         return str(e)[-2000:]
     return None

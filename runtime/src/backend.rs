@@ -260,11 +260,23 @@ impl Backend for CpuBackend {
             Ok((plan, layout)) => {
                 let index = graph_index(&graph, &layout);
                 let memory = rgnn_codegen::plan_memory(&plan, |d| index.rows(d));
+                check_host_memory(memory.planned_bytes.saturating_add(memory.persistent_bytes))?;
                 Ok(Box::new(CompiledCpu { plan, params, graph, layout, memory, pool: Default::default() }))
             }
             Err(_) => Ok(Box::new(CpuExecutable { program: program.clone(), params, graph, peak: 0 })),
         }
     }
+}
+
+/// Whether `bytes` (the memory plan's peak with inputs and outputs) can be had at all: an
+/// allocation the system refuses outright is an error here, where the executor's own would abort
+/// the process. (Reserved, never touched, then given back.)
+fn check_host_memory(bytes: usize) -> Result<()> {
+    let mut probe: Vec<u8> = Vec::new();
+    probe.try_reserve_exact(bytes).map_err(|_| RuntimeError::OutOfMemory {
+        backend: "cpu".into(),
+        message: format!("this graph needs about {} MiB of host memory, and the system refuses that much", bytes >> 20),
+    })
 }
 
 /// The backend for a choice; an unavailable one is an error, never a panic. `Auto` takes CUDA when

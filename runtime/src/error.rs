@@ -18,7 +18,7 @@ pub enum RuntimeError {
     BackendUnavailable { backend: String, reason: String },
     #[error("{backend} device error: {message}")]
     Device { backend: String, message: String },
-    #[error("{backend}: out of device memory: {message}")]
+    #[error("{backend}: out of memory: {message}")]
     OutOfMemory { backend: String, message: String },
     #[error("{0}")]
     Invalid(String),
