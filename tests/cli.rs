@@ -62,7 +62,7 @@ fn errors_are_one_paragraph_with_nonzero_exit() {
     let o = rgnn(&["run", "--model", "/nonexistent/m.safetensors", "--graph", "g", "--out", "o"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.starts_with("error: loading model /nonexistent/m.safetensors"), "{err}");
+    assert!(err.starts_with("error: cannot read /nonexistent/m.safetensors"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
