@@ -92,8 +92,12 @@ fn check_finite(file: &TensorFile, name: &str, t: &Tensor) -> Result<()> {
 
 fn scalar_count(file: &TensorFile, name: &str) -> Result<usize> {
     let (shape, v) = file.ints(name)?;
-    if v.len() != 1 || shape.len() > 1 || v[0] < 0 {
+    if v.len() != 1 || shape.len() > 1 {
         return Err(bad(file, format!("`{name}` must be one non-negative integer, found shape {shape:?}")));
+    }
+    // Node ids are 32-bit in every executor.
+    if v[0] < 0 || v[0] > u32::MAX as i64 {
+        return Err(bad(file, format!("`{name}` = {} is not a node count rgnn supports (0 to 2^32 - 1)", v[0])));
     }
     Ok(v[0] as usize)
 }
@@ -366,6 +370,10 @@ fn resolve_hetero(g: &HeteroGraph, metadata: Option<&Metadata>, wants_types: boo
     let mut type_offsets = vec![0];
     for t in &meta.node_types {
         type_offsets.push(type_offsets.last().unwrap() + g.num_nodes.get(t).copied().unwrap_or(0));
+    }
+    let total = *type_offsets.last().expect("starts at 0");
+    if total > u32::MAX as usize {
+        return Err(RuntimeError::Mismatch(format!("the graph's node types hold {total} nodes; rgnn's node ids are 32-bit (at most 2^32 - 1)")));
     }
     let type_index = |t: &str| meta.node_types.iter().position(|n| n == t).expect("checked");
     let (mut src, mut dst, mut rel) = (vec![], vec![], vec![]);
