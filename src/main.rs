@@ -226,6 +226,13 @@ fn dispatch(cmd: Command) -> Result<()> {
             }
         }
         Command::Run { model, graph, out, backend, dtype, tf32 } => {
+            // Writing the output over an input would lose it (checked before any work).
+            let same = |a: &PathBuf, b: &PathBuf| std::fs::canonicalize(a).ok().is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a));
+            for (what, input) in [("model", &model), ("graph", &graph)] {
+                if same(&out, input) {
+                    bail!("--out {} is the {what} file: write the output elsewhere", out.display());
+                }
+            }
             let (m, g) = load(&model, &graph)?;
             let mut s = Session::with_options(&m, &g, backend.into(), options(dtype, tf32))?;
             let t = Instant::now();

@@ -297,3 +297,30 @@ fn backends_lists_each_backend_and_what_auto_takes() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// `--out` is written in place: an input given as the output is refused before any work, and a
+/// symlink keeps pointing at the file it names, which receives the output.
+#[test]
+fn the_output_never_replaces_an_input_or_a_link() {
+    let dir = std::env::temp_dir().join(format!("rgnn-cli-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let graph = dir.join("g.graph.safetensors");
+    std::fs::copy(fixture("rgcn_mean", "graph"), &graph).unwrap();
+    let before = std::fs::read(&graph).unwrap();
+    let g = graph.display().to_string();
+    let o = rgnn(&["run", "--model", &fixture("rgcn_mean", "model"), "--graph", &g, "--out", &g]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("is the graph file"), "{err}");
+    assert_eq!(std::fs::read(&graph).unwrap(), before, "the graph file was overwritten");
+
+    #[cfg(unix)]
+    {
+        let (target, link) = (dir.join("target.safetensors"), dir.join("link.safetensors"));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let o = rgnn(&["run", "--model", &fixture("rgcn_mean", "model"), "--graph", &g, "--out", &link.display().to_string()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+        assert!(rgnn::runtime::io::TensorFile::open(&target).is_ok(), "the link's target holds no output");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

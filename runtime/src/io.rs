@@ -121,5 +121,10 @@ pub fn write_tensors(path: impl AsRef<Path>, tensors: &[(String, Tensor)], metad
         let v = safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), &bytes[n.as_str()]).map_err(|e| err(e.to_string()))?;
         views.push((n.clone(), v));
     }
-    safetensors::serialize_to_file(views, metadata, path).map_err(|e| err(e.to_string()))
+    // Written in place, as `cp` or `torch.save` would: through a symlink to its target, keeping
+    // an existing file's inode and permissions, new files per the umask, and a full disk or a
+    // device reported as the write's error (a temporary file renamed over the path replaced
+    // links, pipes and device nodes with regular files).
+    let serialized = safetensors::serialize(views, metadata).map_err(|e| err(e.to_string()))?;
+    std::fs::write(path, serialized).map_err(|e| err(e.to_string()))
 }
