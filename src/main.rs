@@ -187,7 +187,7 @@ fn named<T>(loaded: std::result::Result<T, rgnn::RuntimeError>, what: &str, path
 fn arch_major(arch: &str) -> Result<u32> {
     let digits: String = arch.strip_prefix("sm_").unwrap_or("").chars().take_while(|c| c.is_ascii_digit()).collect();
     match digits.len() {
-        2.. => Ok(digits[..digits.len() - 1].parse()?),
+        2.. => digits[..digits.len() - 1].parse().map_err(|_| anyhow::anyhow!("--arch {arch}: no such compute capability")),
         _ => bail!("--arch {arch}: expected sm_XY, e.g. sm_80 or sm_90"),
     }
 }

@@ -373,7 +373,9 @@ fn resolve_hetero(g: &HeteroGraph, metadata: Option<&Metadata>, wants_types: boo
     }
     let total = *type_offsets.last().expect("starts at 0");
     if total > u32::MAX as usize {
-        return Err(RuntimeError::Mismatch(format!("the graph's node types hold {total} nodes; rgnn's node ids are 32-bit (at most 2^32 - 1)")));
+        return Err(RuntimeError::Mismatch(format!(
+            "the graph's node types hold {total} nodes; rgnn's node ids are 32-bit (at most 2^32 - 1)"
+        )));
     }
     let type_index = |t: &str| meta.node_types.iter().position(|n| n == t).expect("checked");
     let (mut src, mut dst, mut rel) = (vec![], vec![], vec![]);

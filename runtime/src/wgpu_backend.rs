@@ -196,6 +196,9 @@ pub fn generate_wgsl(
     options: &rgnn_codegen::CompileOptions,
     wgsl: &WgslOptions,
 ) -> Result<(KernelProgram, GraphLayout, WgslProgram)> {
+    if options.storage == rgnn_ir::level2::DType::BF16 {
+        return Err(RuntimeError::Invalid("WGSL has no bf16 type: the wgpu backend stores f32 or f16 (--dtype f16)".into()));
+    }
     let (plan, layout) = compile_kernels(program, params, graph, options)
         .map_err(|e| RuntimeError::Invalid(format!("the wgpu backend cannot run this model: {e}")))?;
     let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape.clone()).collect();
