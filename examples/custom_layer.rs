@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dst: vec![1, 1, 3],
         rel: vec![0, 1, 0],
         inputs: BTreeMap::from([("x".to_string(), Tensor::new(vec![4, width], (0..12).map(|v| v as f32 * 0.1).collect()))]),
-        pair: None,
+        ..Default::default() // no pair graph; relation ids given
     };
 
     // 3. Weights, as a checkpoint would hold them, then run the reference interpreter.
