@@ -104,7 +104,11 @@ impl TensorFile {
             Dtype::U16 => b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as i64).collect(),
             Dtype::U8 | Dtype::BOOL => b.iter().map(|&x| x as i64).collect(),
             Dtype::I8 => b.iter().map(|&x| x as i8 as i64).collect(),
-            other => return Err(self.bad(format!("tensor `{name}` has dtype {other:?}; expected I64 or I32"))),
+            other => {
+                return Err(
+                    self.bad(format!("tensor `{name}` has dtype {other:?}; expected an integer dtype (I64, I32; U8 or BOOL for masks)"))
+                )
+            }
         };
         Ok((t.shape().to_vec(), data))
     }
