@@ -52,14 +52,19 @@ enum Emit {
 enum Command {
     /// Run a model on a graph and write the outputs.
     Run {
+        /// Model file (*.model.safetensors: weights and config, as the exporter writes them).
         #[arg(long)]
         model: PathBuf,
+        /// Graph file (*.graph.safetensors: edges and features, or a pair graph).
         #[arg(long)]
         graph: PathBuf,
+        /// Where to write the outputs (safetensors, f32: `out` or `out.<node_type>`).
         #[arg(long)]
         out: PathBuf,
+        /// auto: cuda where the NVIDIA driver and NVRTC are, else wgpu on a real GPU, else cpu.
         #[arg(long, value_enum, default_value = "auto")]
         backend: Backend,
+        /// Storage type of activations (f16: wgpu or cuda; bf16: cuda; arithmetic stays f32).
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Dtype,
         /// With --dtype f32 on the cuda backend: let GEMMs and pivot attention use TF32 tensor cores (10-bit
@@ -69,11 +74,13 @@ enum Command {
     },
     /// Show what a model computes (and, with a graph, how it will run).
     Inspect {
+        /// Model file (*.model.safetensors: weights and config, as the exporter writes them).
         #[arg(long)]
         model: PathBuf,
+        /// Graph file: build the program, plans and kernels for this graph.
         #[arg(long)]
         graph: Option<PathBuf>,
-        /// Print the level-1 program.
+        /// Print the level-1 program (what plain `inspect` prints).
         #[arg(long)]
         ir: bool,
         /// With --ir: print it after the compiler's level-1 passes (linear reordering).
@@ -94,19 +101,23 @@ enum Command {
         /// Storage type of the emitted kernels.
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Dtype,
-        /// With --dtype f32 on the cuda backend: let GEMMs and pivot attention use TF32 tensor cores (10-bit
-        /// mantissa operands, f32 accumulation; like PyTorch's allow_tf32). Other backends ignore it.
+        /// With --emit cuda/ptx and --dtype f32: emit the TF32 tensor-core kernels `run --tf32`
+        /// would use.
         #[arg(long)]
         tf32: bool,
     },
     /// Time the whole forward pass (after warm-up).
     Bench {
+        /// Model file (*.model.safetensors: weights and config, as the exporter writes them).
         #[arg(long)]
         model: PathBuf,
+        /// Graph file (*.graph.safetensors: edges and features, or a pair graph).
         #[arg(long)]
         graph: PathBuf,
+        /// auto: cuda where the NVIDIA driver and NVRTC are, else wgpu on a real GPU, else cpu.
         #[arg(long, value_enum, default_value = "auto")]
         backend: Backend,
+        /// Timed passes (the median is reported).
         #[arg(long, default_value_t = 10)]
         reps: usize,
         /// Also time each kernel (cuda backend: the same number of passes, launched one kernel at
@@ -116,6 +127,7 @@ enum Command {
         /// Write the timings as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Storage type of activations (f16: wgpu or cuda; bf16: cuda; arithmetic stays f32).
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Dtype,
         /// With --dtype f32 on the cuda backend: let GEMMs and pivot attention use TF32 tensor cores (10-bit
