@@ -144,6 +144,30 @@ fn non_finite_features_and_weights() {
     assert_has(&e, &["`conv.root`", "non-finite"]);
 }
 
+/// Finite inputs and weights whose sums overflow: the error names the output element and the
+/// cause, and with f16 storage (on wgpu, where it runs here) points at its range.
+#[test]
+fn overflow_in_the_computation_is_named() {
+    let huge = replace(rgcn_weights(), "conv.root", f32s(&[2, 3], &[3e38; 6]));
+    let e = error_of(huge, RGCN, good_graph(), "overflow");
+    assert_has(&e, &["output", "non-finite value inf at row 0, column 0", "overflow in the computation"]);
+    assert!(!e.contains("65504"), "an f32 overflow needs no f16 hint: {e}");
+
+    let Ok(ctx) = rgnn::runtime::wgpu_backend::context() else { return };
+    if !ctx.has_f16() {
+        return;
+    }
+    // 10 · 1e4 · 2 = 2e5 > 65504: finite in f32, infinite once stored as f16.
+    let m = write("f16.model.safetensors", replace(rgcn_weights(), "conv.root", f32s(&[2, 3], &[1e4; 6])), Some(RGCN));
+    let g = write("f16.graph.safetensors", replace(good_graph(), "x", f32s(&[4, 2], &[10.0; 8])), None);
+    let (m, g) = (Model::load(m).unwrap(), Graph::load(g).unwrap());
+    let f32_out = Session::new(&m, &g, BackendKind::Wgpu).and_then(|mut s| s.run());
+    assert!(f32_out.is_ok(), "2e5 is finite in f32: {:?}", f32_out.err());
+    let options = rgnn::codegen::CompileOptions { storage: rgnn::ir::level2::DType::F16, ..Default::default() };
+    let e = Session::with_options(&m, &g, BackendKind::Wgpu, options).and_then(|mut s| s.run()).err().expect("f16 overflows").to_string();
+    assert_has(&e, &["non-finite value inf", "overflow in the computation", "f16 storage holds magnitudes up to 65504"]);
+}
+
 #[test]
 fn wrong_dtypes() {
     let g = replace(good_graph(), "edge_index", f32s(&[2, 3], &[0.0, 1.0, 2.0, 1.0, 2.0, 3.0]));

@@ -4,7 +4,7 @@
 use crate::graph::ExecGraph;
 use crate::layout::GraphLayout;
 use crate::{Result, RuntimeError, Tensor};
-use rgnn_ir::level2::{BufferRole, Kernel, KernelProgram};
+use rgnn_ir::level2::{BufferRole, DType, Kernel, KernelProgram};
 use rgnn_ir::Program;
 use rgnn_kernels::cpu::{GraphIndex, Param};
 
@@ -84,15 +84,23 @@ pub fn median(times: &mut [f64]) -> f64 {
     }
 }
 
-/// An output with a NaN or infinity is an error naming its first such element.
-pub(crate) fn check_finite(name: &str, data: &[f32], width: usize) -> Result<()> {
-    match data.iter().position(|x| !x.is_finite()) {
-        Some(i) => {
-            let w = width.max(1);
-            Err(RuntimeError::Invalid(format!("output `{name}` has a non-finite value {} at row {}, column {}", data[i], i / w, i % w)))
-        }
-        None => Ok(()),
-    }
+/// An output with a NaN or infinity is an error naming its first such element and the likely
+/// cause: graph files and weights are checked finite when loaded, so what is left is overflow
+/// in the computation, most often in f16 storage (largest finite value 65504).
+pub(crate) fn check_finite(name: &str, data: &[f32], width: usize, storage: DType) -> Result<()> {
+    let Some(i) = data.iter().position(|x| !x.is_finite()) else { return Ok(()) };
+    let w = width.max(1);
+    let hint = match storage {
+        DType::F16 => "; f16 storage holds magnitudes up to 65504 only: store in bf16 or f32 instead",
+        _ => "",
+    };
+    Err(RuntimeError::Invalid(format!(
+        "output `{name}` has a non-finite value {} at row {}, column {}: with finite inputs and weights this is \
+         overflow in the computation{hint}",
+        data[i],
+        i / w,
+        i % w
+    )))
 }
 
 /// A device that can run programs.
@@ -199,7 +207,7 @@ impl Executable for CompiledCpu {
             let named_again = self.plan.outputs[k + 1..].iter().any(|(_, later)| later == b);
             let data = if named_again { buffers[b.0].clone() } else { buffers[b.0].take() };
             let data = data.ok_or_else(|| RuntimeError::Invalid(format!("output `{name}` was not computed")))?;
-            check_finite(name, &data, info.width)?;
+            check_finite(name, &data, info.width, DType::F32)?;
             out.push((name.clone(), Tensor::new(vec![data.len() / info.width.max(1), info.width], data)));
         }
         Ok(out)

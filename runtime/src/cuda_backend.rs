@@ -606,7 +606,7 @@ impl Executable for CompiledCuda {
                 stream.synchronize().map_err(|e| device_error(&format!("reading `{name}` back"), e))?;
             }
             let data = decode(&host, self.storage);
-            check_finite(name, &data, *width)?;
+            check_finite(name, &data, *width, self.storage)?;
             out.push((name.clone(), Tensor::new(vec![*rows, *width], data)));
         }
         Ok(out)

@@ -251,14 +251,7 @@ pub fn run(program: &Program, params: &[Tensor], graph: &ExecGraph) -> Result<Ve
     let mut outputs = vec![];
     for (name, v) in program.outputs() {
         let r = vals[v.0].clone().expect("outputs are kept");
-        if let Some(i) = r.data.iter().position(|x| !x.is_finite()) {
-            return Err(RuntimeError::Invalid(format!(
-                "output `{name}` has a non-finite value {} at row {}, column {}",
-                r.data[i],
-                i / r.width.max(1),
-                i % r.width.max(1)
-            )));
-        }
+        crate::backend::check_finite(name, &r.data, r.width, rgnn_ir::level2::DType::F32)?;
         outputs.push((name.clone(), Tensor::new(vec![r.rows, r.width], r.data)));
     }
     Ok(outputs)

@@ -380,7 +380,7 @@ impl Executable for CompiledWgpu {
                 decode(&view[..rows * width * self.storage.bytes()], self.storage)
             };
             readback.unmap();
-            check_finite(name, &data, *width)?;
+            check_finite(name, &data, *width, self.storage)?;
             out.push((name.clone(), Tensor::new(vec![*rows, *width], data)));
         }
         Ok(out)
