@@ -10,7 +10,7 @@
 use crate::cpu::GraphIndex;
 use crate::gpu::{ArrayRef, Elem, IndexArray};
 use rgnn_ir::level2::*;
-use rgnn_ir::{Activation, BinaryFn, Domain, NormKind, RowIndex, WeightSelect};
+use rgnn_ir::{Activation, BinaryFn, Domain, NormKind, ParamId, RowIndex, WeightSelect};
 use std::fmt::Write;
 
 /// Target language of generated kernels.
@@ -431,6 +431,20 @@ impl<'c, 'a> Shader<'c, 'a> {
         self.ctx.g.pair.map_or(1, |(_, n, _)| n).max(1)
     }
 
+    /// A norm's output at column `col`: `x` shifted and scaled by its row's statistics, then the
+    /// norm's weight and bias (one expression for the row pass and for a GEMM normalising A as
+    /// it loads it).
+    fn normalized(&mut self, x: &str, shift: &str, inv: &str, weight: Option<ParamId>, bias: Option<ParamId>, col: &str) -> String {
+        let mut e = format!("({x} - {shift}) * {inv}");
+        if let Some(p) = weight {
+            e = format!("{e} * {}", self.ld(ArrayRef::Param(p), col));
+        }
+        if let Some(p) = bias {
+            e = format!("{e} + {}", self.ld(ArrayRef::Param(p), col));
+        }
+        e
+    }
+
     /// Is pair row `row` between two real nodes?
     fn pair_keep(&mut self, row: &str) -> String {
         let n = self.pair_nodes();
@@ -487,18 +501,10 @@ impl<'c, 'a> Shader<'c, 'a> {
                     format!("{g} * {} + ({} - {g}) * {}", s(*update), f(1.0), s(*residual))
                 }
                 RowOp::PairMask { x } => format!("rg_sel({}, {}, {})", f(0.0), s(*x), self.pair_keep(row)),
-                RowOp::Norm { x, weight, bias, .. } if norm.is_some() => {
-                    let (shift, inv) = norm.unwrap_or_default();
-                    // As `program` computes it, the shift and scale being the row's.
-                    let mut e = format!("({} - {shift}) * {inv}", s(*x));
-                    if let Some(p) = weight {
-                        e = format!("{e} * {}", self.ld(ArrayRef::Param(*p), col));
-                    }
-                    if let Some(p) = bias {
-                        e = format!("{e} + {}", self.ld(ArrayRef::Param(*p), col));
-                    }
-                    e
-                }
+                RowOp::Norm { x, weight, bias, .. } => match norm {
+                    Some((shift, inv)) => self.normalized(&s(*x), shift, inv, *weight, *bias, col),
+                    None => unreachable!("column_program of a norm without its row statistics"),
+                },
                 other => unreachable!("column_program of a program that is not column-separable ({other:?})"),
             };
             lines.push(l.let_(&s(i), &e));
@@ -647,13 +653,7 @@ impl<'c, 'a> Shader<'c, 'a> {
                                 writeln!(b, "{indent}{} {}", l.let_(&format!("{o}_shift"), &f(0.0)), l.let_(&format!("{o}_inv"), &f(1.0)));
                         }
                     }
-                    let mut e = format!("({xs}[c] - {o}_shift) * {o}_inv");
-                    if let Some(p) = weight {
-                        e = format!("{e} * {}", self.ld(ArrayRef::Param(*p), "c"));
-                    }
-                    if let Some(p) = bias {
-                        e = format!("{e} + {}", self.ld(ArrayRef::Param(*p), "c"));
-                    }
+                    let e = self.normalized(&format!("{xs}[c]"), &format!("{o}_shift"), &format!("{o}_inv"), *weight, *bias, "c");
                     b += &each(format!("{o}[c] = {e};"));
                 }
                 RowOp::GatedSkip { update, residual, gate } => {
